@@ -1,0 +1,29 @@
+# `make demo` and `make test` set everything up on a fresh clone.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev,plot]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job: the five methods on gmm2d at 5% reference, then their comparison table.
+demo: $(STAMP)
+	for m in dsm_obs dsm_ref iw_dsm tiw_dsm tiw_nocorr; do \
+		$(BIN)/tiwbench run --method $$m --dataset gmm2d --ref 0.05 --seed 0 || exit 1; \
+	done
+	$(BIN)/tiwbench table --dataset gmm2d
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+clean:
+	rm -rf $(VENV) results/runs results/cache

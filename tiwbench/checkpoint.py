@@ -1,0 +1,46 @@
+"""Atomic writes and safe loads: a file is either complete or absent, and never unpickled code."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import TiwbenchError
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    _atomic(Path(path), lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+
+
+def save_torch(path: Path, obj) -> None:
+    _atomic(Path(path), lambda f: torch.save(obj, f))
+
+
+def load_torch(path: Path, expect: dict | None = None) -> dict:
+    """Load with weights_only=True; a corrupt file, or one whose `config` differs from `expect`,
+    is reported by path rather than trusted or silently overwritten."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TiwbenchError(f"cannot read {path} ({type(e).__name__}); delete it to recompute") from e
+    if not isinstance(obj, dict) or (expect is not None and obj.get("config") != expect):
+        raise TiwbenchError(f"{path} was written for a different configuration; delete it to recompute")
+    return obj

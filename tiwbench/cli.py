@@ -1,0 +1,101 @@
+"""The `tiwbench` command line: a thin Typer layer over tiwbench.run and tiwbench.results."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import TiwbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark debiasing methods for diffusion models trained on biased data.")
+
+DEFAULT_RESULTS = Path("results/runs")
+ResultsOpt = typer.Option(DEFAULT_RESULTS, "--results", help="Folder of run records.")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(command):
+    """Report a TiwbenchError as one line (no traceback): exit 130 if interrupted, else 2."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except TiwbenchError as e:
+            fail(str(e), 130 if type(e).__name__ == "Interrupted" else 2)
+    return wrapper
+
+
+@app.command()
+@user_errors
+def run(
+    method: str = typer.Option(..., help="Method name (see `tiwbench list`)."),
+    dataset: str = typer.Option(..., help="Dataset name (see `tiwbench list`)."),
+    ref: float = typer.Option(..., help="Reference-set size as a fraction of |D_bias|, in (0, 1]."),
+    seed: int = typer.Option(0, help="Seed of data, initialisation, training and sampling."),
+    alpha: float = typer.Option(1.0, help="Weight/correction temperature α (1 = theory, 0 = DSM(obs))."),
+    ratio: str = typer.Option("trained", help="Density ratio for ratio-based methods: trained | oracle."),
+    steps: Optional[int] = typer.Option(None, help="Score-network training steps [dataset default]."),
+    batch_size: Optional[int] = typer.Option(None, help="Training batch size [dataset default]."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate [dataset default]."),
+    ratio_steps: Optional[int] = typer.Option(None, help="Discriminator training steps [dataset default]."),
+    sample_steps: Optional[int] = typer.Option(None, help="Heun sampler steps (EDM: 18)."),
+    num_samples: Optional[int] = typer.Option(None, help="Samples generated for the metrics."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, or auto."),
+    data_root: Optional[Path] = typer.Option(None, envvar="TIWBENCH_DATA", help="Folder of local datasets."),
+    results: Path = ResultsOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and stop."),
+):
+    """Train one method on one dataset and reference size, sample, evaluate and write its record."""
+    from .run import console, execute, resolve_config
+
+    cfg = resolve_config(method, dataset, ref, ratio=ratio, seed=seed, alpha=alpha, steps=steps,
+                         batch_size=batch_size, lr=lr, ratio_steps=ratio_steps,
+                         sample_steps=sample_steps, num_samples=num_samples)
+    if dry_run:
+        typer.echo(json.dumps({"run_id": cfg.run_id, **asdict(cfg)}, indent=2))
+        return
+    record = execute(cfg, results, device=device, data_root=data_root)
+    m = record["metrics"]
+    console.print(f"[bold]{cfg.run_id}[/bold]  " + "  ".join(f"{k}={v:.4g}" for k, v in m.items()))
+    console.print(f"record: {results / cfg.run_id / 'metrics.json'}")
+
+
+@app.command()
+@user_errors
+def table(
+    dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
+    format: str = typer.Option("md", "--format", help="md | latex (wide, per metric) or csv (long)."),
+    results: Path = ResultsOpt,
+):
+    """Aggregate finished runs over seeds: mean ± std (n), best per column in bold."""
+    from .results import load_records, long_table, render
+
+    if format not in ("md", "latex", "csv"):
+        fail(f"--format must be md, latex or csv, got {format!r}")
+    typer.echo(render(long_table(load_records(results), dataset), format), nl=False)
+
+
+@app.command("list")
+@user_errors
+def list_():
+    """List the registered methods and datasets with a one-line description each."""
+    from .registry import describe
+
+    for kind in ("method", "dataset"):
+        typer.echo(f"{kind}s:")
+        for name, text in describe(kind):
+            typer.echo(f"  {name:<14} {text}")
+
+
+def main() -> None:
+    app()

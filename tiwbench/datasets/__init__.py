@@ -1,0 +1,1 @@
+"""Built-in dataset recipes, registered through the `tiwbench.datasets` entry points."""

@@ -1,0 +1,56 @@
+"""What a dataset recipe provides: the data splits, the target, and how samples are scored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from ..ratio import ExactRatio
+
+
+@dataclass
+class BenchmarkData:
+    """D_bias, D_ref (|D_ref| = ref·|D_bias|), an unbiased evaluation set, and the scorers.
+
+    `attribute(x) -> (N,)` gives the sensitive-attribute group of each sample (K groups);
+    `features(x) -> (N, F)` embeds samples for the Fréchet distance named `feature_space`.
+    """
+
+    x_bias: Tensor
+    x_ref: Tensor
+    x_eval: Tensor
+    eval_labels: Tensor
+    target_shares: Tensor
+    sigma_data: float
+    attribute: Callable[[Tensor], Tensor]
+    features: Callable[[Tensor], Tensor]
+    feature_space: str
+    exact_ratio: Callable[[bool], ExactRatio] | None = None  # time_dependent -> oracle
+    sample_bias: Callable[[int, object], Tensor] | None = None  # fresh D_bias-distributed draws
+    info: dict = field(default_factory=dict)
+
+
+class DatasetRecipe:
+    """Base class of a dataset plugin: class attributes describe it, `build` makes the data.
+
+    `defaults` holds the run settings that suit this dataset (steps, batch size, ...); the CLI
+    overrides them. `score_net`/`ratio_net` return the raw networks for data of this shape.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    has_exact_ratio: ClassVar[bool] = False
+    defaults: ClassVar[dict] = {}
+
+    def build(self, ref: float, seed: int, data_root: Path | None = None) -> BenchmarkData:
+        raise NotImplementedError
+
+    def score_net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def ratio_net(self) -> nn.Module:
+        raise NotImplementedError

@@ -1,0 +1,5 @@
+"""User-facing errors: the CLI prints their message as one line and exits non-zero."""
+
+
+class TiwbenchError(Exception):
+    """An error caused by input or environment that the user can fix; no traceback is shown."""

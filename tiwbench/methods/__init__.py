@@ -1,0 +1,1 @@
+"""Built-in debiasing methods, registered through the `tiwbench.methods` entry points."""

@@ -1,0 +1,19 @@
+"""IW-DSM: importance weights from a clean-data discriminator (Choi et al. 2020 style)."""
+
+from ..diffusion import dsm_loss
+from ..ratio import mixture_log_r
+from .base import Method
+
+
+class IWDSM(Method):
+    """r(x0)^α · λ(σ)·‖D_θ(x_σ; σ) − x0‖², with r from the time-independent ratio (no normalisation)."""
+
+    name = "iw_dsm"
+    description = "DSM on D_obs weighted by a time-independent (clean-data) density ratio"
+    train_on = "obs"
+    ratio = "time_independent"
+
+    def loss(self, batch, denoiser, ratio_model=None, alpha=1.0):
+        log_r = mixture_log_r(ratio_model.log_ratio(batch.x0, batch.sigma).detach(), batch.pi)
+        err = dsm_loss(denoiser(batch.x_sigma, batch.sigma), batch.x0, batch.sigma, denoiser.precond)
+        return (alpha * log_r).exp() * err

@@ -1,0 +1,1 @@
+"""Score networks and discriminator backbones."""

@@ -1,0 +1,96 @@
+"""Methods and datasets by name, discovered from entry points (ours are declared like plugins).
+
+Names are listed without importing plugins, so a broken plugin cannot break `tiwbench list`;
+it fails with its name and import error when used. A name claimed twice is an error.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+
+from .errors import TiwbenchError
+
+GROUPS = {"method": "tiwbench.methods", "dataset": "tiwbench.datasets"}
+_registered: dict[str, dict[str, type]] = {"method": {}, "dataset": {}}
+
+
+def register(kind: str, cls: type) -> type:
+    """Register a class in-process (for notebooks and tests); usable as a decorator."""
+    if cls.name in available(kind):
+        raise TiwbenchError(f"{kind} name {cls.name!r} is already registered")
+    _registered[kind][cls.name] = cls
+    return cls
+
+
+def unregister(kind: str, name: str) -> None:
+    _registered[kind].pop(name, None)
+
+
+def _entry_points(kind: str) -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=GROUPS[kind]):
+        if ep.name in found and found[ep.name].value != ep.value:
+            a, b = found[ep.name], ep
+            raise TiwbenchError(
+                f"two plugins claim the {kind} name {ep.name!r}: {a.value} ({_dist(a)}) "
+                f"and {b.value} ({_dist(b)})")
+        found[ep.name] = ep
+    return found
+
+
+def _dist(ep: EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "unknown distribution"
+
+
+def available(kind: str) -> list[str]:
+    """All names of `kind` ('method' or 'dataset'), sorted, without importing any plugin."""
+    return sorted(set(_entry_points(kind)) | set(_registered[kind]))
+
+
+def load(kind: str, name: str) -> type:
+    """The class registered under `name`; unknown or broken names raise a one-line TiwbenchError."""
+    if name in _registered[kind]:
+        return _registered[kind][name]
+    eps = _entry_points(kind)
+    if name not in eps:
+        raise TiwbenchError(f"unknown {kind} {name!r}; available: {', '.join(available(kind))}")
+    try:
+        cls = eps[name].load()
+    except Exception as e:  # a plugin's import error, reported with its name
+        raise TiwbenchError(f"{kind} {name!r} ({eps[name].value}) failed to load: "
+                            f"{type(e).__name__}: {e}") from e
+    base = _base(kind)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TiwbenchError(f"{kind} {name!r} ({eps[name].value}) is not a subclass of "
+                            f"{base.__module__}.{base.__name__}")
+    if getattr(cls, "name", None) != name:
+        raise TiwbenchError(f"{kind} {name!r} ({eps[name].value}) declares name "
+                            f"{getattr(cls, 'name', None)!r}; they must agree")
+    return cls
+
+
+def _base(kind: str) -> type:
+    if kind == "method":
+        from .methods.base import Method
+        return Method
+    from .datasets.base import DatasetRecipe
+    return DatasetRecipe
+
+
+def get_method(name: str):
+    return load("method", name)()
+
+
+def get_dataset(name: str):
+    return load("dataset", name)()
+
+
+def describe(kind: str) -> list[tuple[str, str]]:
+    """(name, one-line description) for every name; a broken plugin shows its error instead."""
+    rows = []
+    for name in available(kind):
+        try:
+            rows.append((name, load(kind, name).description))
+        except TiwbenchError as e:
+            rows.append((name, f"[broken] {e}"))
+    return rows

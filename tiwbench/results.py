@@ -1,0 +1,130 @@
+"""Run records on disk, aggregated over seeds into pandas tables (long CSV, wide Markdown/LaTeX)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import TiwbenchError
+
+LONG_COLUMNS = ["dataset", "method", "ref", "alpha", "metric", "mean", "std", "n"]
+HIGHER_IS_BETTER: set[str] = set()
+NOT_RANKED = {"attr_acc"}  # a property of the dataset's classifier, not of the method
+METRIC_ORDER = ["bias_l2", "bias_l1", "bias_kl", "fd_", "ratio_err", "w_collapse", "attr_acc"]
+
+
+def load_records(results: Path) -> list[dict]:
+    """Every finished run's record under `results` (records are written atomically: a folder
+    without metrics.json is unfinished and ignored)."""
+    if not results.is_dir():
+        raise TiwbenchError(f"results folder {results} does not exist")
+    records = []
+    for path in sorted(results.glob("*/metrics.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise TiwbenchError(f"cannot read the run record {path}: {e}") from e
+    return records
+
+
+def method_label(record: dict) -> str:
+    """The method's name, marked when it ran with the exact (oracle) ratio."""
+    cfg = record["config"]
+    return cfg["method"] + ("+oracle" if record.get("ratio_source") == "oracle" else "")
+
+
+def long_table(records: list[dict], dataset: str | None = None) -> pd.DataFrame:
+    """One row per dataset, method, ref, alpha and metric: mean, std (ddof 1) and n over seeds."""
+    rows = [{"dataset": r["config"]["dataset"], "method": method_label(r), "ref": r["config"]["ref"],
+             "alpha": r["config"]["alpha"], "seed": r["config"]["seed"], "metric": k, "value": v}
+            for r in records for k, v in r["metrics"].items()
+            if dataset is None or r["config"]["dataset"] == dataset]
+    if not rows:
+        where = f" for dataset {dataset!r}" if dataset else ""
+        raise TiwbenchError(f"no finished runs{where}")
+    df = pd.DataFrame(rows)
+    agg = (df.groupby(LONG_COLUMNS[:5], sort=True)["value"]
+           .agg(mean="mean", std="std", n="count").reset_index())
+    agg["std"] = agg["std"].fillna(0.0)
+    return agg[LONG_COLUMNS]
+
+
+def metric_sort_key(metric: str) -> int:
+    return next((i for i, p in enumerate(METRIC_ORDER) if metric.startswith(p)), len(METRIC_ORDER))
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric not in HIGHER_IS_BETTER
+
+
+def _cell(mean: float, std: float, n: int) -> str:
+    return f"{mean:.4g} ± {std:.2g} ({n})" if n > 1 else f"{mean:.4g} (1)"
+
+
+def wide_tables(long: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, pd.DataFrame]]:
+    """(dataset, metric, cells, best-mask) per metric: methods as rows, reference sizes as columns."""
+    long = long.assign(row=[m if a == 1 else f"{m} (α={a:g})" for m, a in zip(long.method, long.alpha)])
+    out = []
+    for (dataset, metric), g in long.groupby(["dataset", "metric"], sort=False):
+        g = g.set_index(["row", "ref"])
+        mean = g["mean"].unstack()
+        cells = g.apply(lambda r: _cell(r["mean"], r["std"], int(r["n"])), axis=1).unstack().fillna("–")
+        if metric in NOT_RANKED:
+            best = cells.map(lambda _: False)
+        else:
+            target = mean.min() if lower_is_better(metric) else mean.max()
+            best = mean.eq(target, axis="columns")
+        out.append((dataset, metric, cells, best))
+    return sorted(out, key=lambda t: (t[0], metric_sort_key(t[1]), t[1]))
+
+
+def _title(dataset: str, metric: str) -> str:
+    if metric in NOT_RANKED:
+        return f"{dataset} — {metric}"
+    return f"{dataset} — {metric} ({'lower' if lower_is_better(metric) else 'higher'} is better)"
+
+
+def to_markdown(long: pd.DataFrame) -> str:
+    parts = []
+    for dataset, metric, cells, best in wide_tables(long):
+        header = ["method"] + [f"ref {c:g}" for c in cells.columns]
+        lines = [f"### {_title(dataset, metric)}", "", "| " + " | ".join(header) + " |",
+                 "|" + "---|" * len(header)]
+        for row in cells.index:
+            vals = [f"**{v}**" if best.loc[row, c] else v for c, v in cells.loc[row].items()]
+            lines.append(f"| {row} | " + " | ".join(vals) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def _tex(s: str) -> str:
+    return (s.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("±", "$\\pm$")
+            .replace("α", "$\\alpha$").replace("–", "--"))
+
+
+def to_latex(long: pd.DataFrame) -> str:
+    parts = []
+    for dataset, metric, cells, best in wide_tables(long):
+        cols = list(cells.columns)
+        lines = [f"% {_title(dataset, metric)}", "\\begin{tabular}{l" + "c" * len(cols) + "}",
+                 "\\hline", "method & " + " & ".join(f"ref {c:g}" for c in cols) + " \\\\", "\\hline"]
+        for row in cells.index:
+            vals = [f"\\textbf{{{_tex(v)}}}" if best.loc[row, c] else _tex(v)
+                    for c, v in cells.loc[row].items()]
+            lines.append(f"{_tex(row)} & " + " & ".join(vals) + " \\\\")
+        lines += ["\\hline", "\\end{tabular}"]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def render(long: pd.DataFrame, fmt: str) -> str:
+    """The aggregated table as Markdown or LaTeX (wide, per metric) or CSV (long)."""
+    if fmt == "md":
+        return to_markdown(long)
+    if fmt == "latex":
+        return to_latex(long)
+    if fmt == "csv":
+        return long.to_csv(index=False, float_format="%.6g")
+    raise TiwbenchError(f"--format must be md, latex or csv, got {fmt!r}")

@@ -1,0 +1,248 @@
+"""One benchmark run: data, ratio model (cached), score training, sampling, metrics, record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import __version__, evaluate, registry
+from .checkpoint import load_torch, save_torch, write_json
+from .datasets.base import BenchmarkData, DatasetRecipe
+from .diffusion import Denoiser
+from .errors import TiwbenchError
+from .methods.base import Method
+from .ratio import DensityRatio, LearnedRatio, RatioTrainConfig, train_ratio
+from .train import TrainConfig, train_score
+
+RATIO_SOURCES = ("trained", "oracle")
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result; its hash names the run folder."""
+
+    method: str
+    dataset: str
+    ref: float
+    seed: int = 0
+    alpha: float = 1.0
+    ratio: str = "trained"  # trained | oracle | none (the method uses no ratio)
+    steps: int = 4000
+    batch_size: int = 512
+    lr: float = 1e-3
+    ema_decay: float = 0.999
+    ratio_steps: int = 6000
+    ratio_batch_size: int = 512
+    ratio_lr: float = 1e-3
+    sample_steps: int = 18
+    num_samples: int = 10_000
+
+    @property
+    def run_id(self) -> str:
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.dataset}-{self.method}-ref{self.ref:g}-a{self.alpha:g}-s{self.seed}-{digest}"
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                           ema_decay=self.ema_decay)
+
+    def ratio_config(self) -> RatioTrainConfig:
+        return RatioTrainConfig(self.ratio_steps, self.ratio_batch_size, self.ratio_lr)
+
+
+def resolve_config(method: str, dataset: str, ref: float, ratio: str = "trained",
+                   **options) -> RunConfig:
+    """Validate the user's choices and fill unset options from the dataset's defaults."""
+    method_cls = registry.load("method", method)
+    recipe_cls = registry.load("dataset", dataset)
+    if not (0 < ref <= 1):
+        raise TiwbenchError(f"--ref must be in (0, 1] (a fraction of |D_bias|), got {ref}")
+    if options.get("alpha") is not None and options["alpha"] < 0:
+        raise TiwbenchError(f"--alpha must be >= 0, got {options['alpha']}")
+    if ratio not in RATIO_SOURCES:
+        raise TiwbenchError(f"--ratio must be one of {', '.join(RATIO_SOURCES)}, got {ratio!r}")
+    if ratio == "oracle" and not recipe_cls.has_exact_ratio:
+        raise TiwbenchError(f"--ratio oracle needs an exact density ratio, which dataset "
+                            f"{dataset!r} does not have")
+    known = {f.name for f in fields(RunConfig)}
+    values = {**recipe_cls.defaults, **{k: v for k, v in options.items() if v is not None}}
+    unknown = set(values) - known
+    if unknown:
+        raise TiwbenchError(f"unknown run options: {', '.join(sorted(unknown))}")
+    for key in ("steps", "num_samples", "ratio_steps", "batch_size"):
+        if key in values and values[key] < 1:
+            raise TiwbenchError(f"--{key.replace('_', '-')} must be >= 1, got {values[key]}")
+    if values.get("sample_steps", 2) < 2:
+        raise TiwbenchError("--sample-steps must be >= 2")
+    cfg = RunConfig(method=method, dataset=dataset, ref=ref,
+                    ratio=ratio if method_cls.ratio else "none", **values)
+    if not method_cls.ratio:  # settings a run does not use must not split its identity
+        defaults = RunConfig(method, dataset, ref)
+        cfg = replace(cfg, ratio_steps=defaults.ratio_steps, ratio_batch_size=defaults.ratio_batch_size,
+                      ratio_lr=defaults.ratio_lr)
+    return cfg
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator:
+    """A rich progress bar; yields `update(completed)`."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done: progress.update(task, completed=done)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise TiwbenchError(f"--device: {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TiwbenchError(f"--device {device}: CUDA is not available on this machine")
+    return dev
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise TiwbenchError(f"results folder {folder} cannot be written: {e.strerror or e}") from e
+
+
+def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: BenchmarkData,
+                    results: Path, device: torch.device) -> DensityRatio:
+    """The exact ratio for `--ratio oracle`; else a trained one, cached per dataset, ref and seed."""
+    time_dependent = kind == "time_dependent"
+    if cfg.ratio == "oracle":
+        return data.exact_ratio(time_dependent)
+    key = {"dataset": cfg.dataset, "ref": cfg.ref, "seed": cfg.seed, "kind": kind,
+           **asdict(cfg.ratio_config())}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest}.pt"
+    torch.manual_seed(cfg.seed)
+    model = LearnedRatio(recipe.ratio_net(), data.sigma_data, time_dependent).to(device)
+    if path.exists():
+        model.load_state_dict(load_torch(path, expect=key)["model"])
+        model.requires_grad_(False).eval()
+        console.print(f"reusing the cached {kind} ratio model {path}")
+        return model
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    with progress_bar(f"ratio ({kind})", cfg.ratio_steps) as update:
+        train_ratio(model, data.x_bias, data.x_ref, cfg.ratio_config(), gen,
+                    on_step=update)
+    save_torch(path, {"model": model.state_dict(), "config": key})
+    return model
+
+
+def training_set(method: Method, data: BenchmarkData) -> tuple[torch.Tensor, float]:
+    """The data the score network sees and its unbiased share π (DESIGN.md §2)."""
+    if method.train_on == "bias":
+        return data.x_bias, 0.0
+    if method.train_on == "ref":
+        return data.x_ref, 1.0
+    x = torch.cat([data.x_bias, data.x_ref])
+    return x, len(data.x_ref) / len(x)
+
+
+def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path | None = None) -> dict:
+    """Run `cfg` unless its record exists; return the record. Interrupted runs resume."""
+    folder = results / cfg.run_id
+    record_path = folder / "metrics.json"
+    if record_path.exists():
+        console.print(f"already finished: {folder}")
+        return json.loads(record_path.read_text())
+    check_writable(folder)
+    write_json(folder / "config.json", asdict(cfg))
+    dev = resolve_device(device)
+    method = registry.get_method(cfg.method)
+    recipe = registry.get_dataset(cfg.dataset)
+    data = recipe.build(cfg.ref, cfg.seed, data_root)
+    timing = {}
+
+    t0 = time.perf_counter()
+    ratio_model = None
+    if method.ratio:
+        ratio_model = ratio_model_for(cfg, method.ratio, recipe, data, results, dev)
+    timing["ratio_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    denoiser = Denoiser(recipe.score_net(), data.sigma_data).to(dev)
+    x_train, pi = training_set(method, data)
+    with progress_bar(f"score ({cfg.method})", cfg.steps) as update:
+        ema = train_score(method, denoiser, x_train, pi, ratio_model, cfg.alpha, cfg.train_config(),
+                          cfg.seed, folder / "checkpoint.pt", on_step=update)
+    timing["train_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with progress_bar("sampling", cfg.num_samples) as update:
+        samples = evaluate.generate(ema, cfg.num_samples, tuple(data.x_bias.shape[1:]), cfg.sample_steps,
+                                    seed=cfg.seed + 2, device=dev, on_chunk=update)
+    timing["sample_s"] = time.perf_counter() - t0
+
+    metrics = evaluate.bias_metrics(data.attribute(samples), data.target_shares)
+    shares = metrics.pop("shares")
+    metrics[f"fd_{data.feature_space}"] = evaluate.frechet_distance(data.features(samples),
+                                                                    data.features(data.x_eval))
+    metrics["attr_acc"] = float((data.attribute(data.x_eval) == data.eval_labels).double().mean())
+    record = {"config": asdict(cfg), "metrics": metrics, "shares": shares,
+              "target_shares": [float(s) for s in data.target_shares],
+              "feature_space": data.feature_space, "ratio_source": cfg.ratio, "timing": timing,
+              "versions": {"tiwbench": __version__, "torch": torch.__version__,
+                           "python": platform.python_version()},
+              "device": str(dev)}
+    if ratio_model is not None:
+        scalars, curves = ratio_diagnostics(ratio_model, data, pi, cfg.seed)
+        metrics.update(scalars)
+        record.update(curves)
+    save_samples_figure(samples, folder / "samples.png")
+    write_json(record_path, record)
+    (folder / "checkpoint.pt").unlink(missing_ok=True)  # the record is final; keep the folder small
+    return record
+
+
+def ratio_diagnostics(model: DensityRatio, data: BenchmarkData, pi: float,
+                      seed: int) -> tuple[dict, dict]:
+    """Scalar metrics (weight collapse on D_bias, integrated ratio error) and, where the exact
+    ratio is known, the error curve over σ."""
+    scalars = {"w_collapse": evaluate.weight_collapse(model, data.x_bias)}
+    if data.exact_ratio is None:
+        return scalars, {}
+    rows = evaluate.ratio_error(model, data.exact_ratio(model.time_dependent),
+                                data.sample_bias(4000, torch.Generator().manual_seed(seed + 3)),
+                                pi, seed + 4)
+    scalars["ratio_err"] = evaluate.integrated_error(rows)
+    return scalars, {"ratio_error": rows}
+
+
+def save_samples_figure(samples: torch.Tensor, path: Path) -> None:
+    """A scatter of the first two coordinates (vector data); image datasets save a grid instead."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(4, 4))
+    pts = samples[:5000].numpy()
+    ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
+    ax.set_aspect("equal")
+    ax.set_title("generated samples (first two coordinates)")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
