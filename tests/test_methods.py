@@ -62,3 +62,15 @@ def test_tiw_dsm_minimiser_is_the_data_score(gmm2d, gmm2d_data, sigma):
     assert (d_nocorr - d_train).abs().max() < tol
     if sigma >= 2.0:  # where the modes merge, the two targets differ clearly
         assert (d_data - d_train).abs().max() > 5 * tol
+
+
+def test_short_tiw_dsm_run_with_the_oracle_ratio_is_unbiased(tmp_path):
+    from tiwbench.run import execute, resolve_config
+
+    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio="oracle", steps=1500, num_samples=5000)
+    record = execute(cfg, tmp_path)
+    assert record["ratio_source"] == "oracle"
+    assert record["metrics"]["bias_l2"] <= 0.05, record["shares"]
+    # the same budget without debiasing stays biased, so the bound above can fail
+    biased = execute(resolve_config("dsm_obs", "gmm2d", 0.05, steps=1500, num_samples=5000), tmp_path)
+    assert biased["metrics"]["bias_l2"] >= 0.3, biased["shares"]

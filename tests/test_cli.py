@@ -1,0 +1,127 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tiwbench import registry
+from tiwbench.cli import app
+from tiwbench.datasets.gmm import GMM2D
+
+from conftest import FAST
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_list_shows_methods_and_datasets_with_descriptions():
+    out = invoke("list")
+    assert out.exit_code == 0
+    for name in ("dsm_obs", "dsm_ref", "iw_dsm", "tiw_dsm", "tiw_nocorr", "gmm2d", "gmm_hd"):
+        assert name in out.output
+    assert "score correction" in out.output
+
+
+def test_dry_run_prints_the_resolved_config():
+    out = invoke("run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.05", "--dry-run")
+    assert out.exit_code == 0
+    cfg = json.loads(out.output)
+    assert cfg["steps"] == GMM2D.defaults["steps"] and cfg["ratio"] == "trained"
+    assert cfg["run_id"].startswith("gmm2d-tiw_dsm-ref0.05-a1-s0-")
+
+
+def test_run_writes_a_record_and_is_not_redone(tmp_path):
+    res = tmp_path / "runs"
+    args = ["run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.05", "--results", str(res), *FAST]
+    out = invoke(*args)
+    assert out.exit_code == 0, out.output
+    (folder,) = [p for p in res.iterdir() if not p.name.startswith("_")]
+    record = json.loads((folder / "metrics.json").read_text())
+    assert record["ratio_source"] == "trained" and record["feature_space"] == "data"
+    assert {"bias_l2", "bias_l1", "bias_kl", "fd_data", "ratio_err", "w_collapse"} <= set(record["metrics"])
+    assert json.loads((folder / "config.json").read_text()) == record["config"]
+    assert (folder / "samples.png").exists() and not (folder / "checkpoint.pt").exists()
+    assert len(record["ratio_error"]) == 13
+    # the ratio model is cached and reused by tiw_nocorr (same dataset, ref, seed)
+    out = invoke(*[a if a != "tiw_dsm" else "tiw_nocorr" for a in args])
+    assert out.exit_code == 0 and "reusing the cached time_dependent ratio model" in out.output
+    mtime = (folder / "metrics.json").stat().st_mtime
+    out = invoke(*args)
+    assert out.exit_code == 0 and "already finished" in out.output
+    assert (folder / "metrics.json").stat().st_mtime == mtime
+
+
+def test_oracle_ratio_is_recorded(tmp_path):
+    out = invoke("run", "--method", "iw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio", "oracle",
+                 "--results", str(tmp_path), *FAST)
+    assert out.exit_code == 0, out.output
+    (record,) = tmp_path.glob("*/metrics.json")
+    assert json.loads(record.read_text())["ratio_source"] == "oracle"
+    out = invoke("table", "--results", str(tmp_path), "--format", "csv")
+    assert "iw_dsm+oracle" in out.output
+
+
+def test_table_formats(tmp_path):
+    for seed in ("0", "1"):
+        out = invoke("run", "--method", "dsm_obs", "--dataset", "gmm2d", "--ref", "0.05", "--seed", seed,
+                     "--results", str(tmp_path), *FAST)
+        assert out.exit_code == 0, out.output
+    csv = invoke("table", "--results", str(tmp_path), "--format", "csv").output.splitlines()
+    assert csv[0] == "dataset,method,ref,alpha,metric,mean,std,n"
+    assert any(line.startswith("gmm2d,dsm_obs,0.05,1,bias_l2,") and line.endswith(",2") for line in csv)
+    md = invoke("table", "--results", str(tmp_path)).output
+    assert "### gmm2d — bias_l2 (lower is better)" in md and "| method | ref 0.05 |" in md
+    assert "**" in md and "(2)" in md
+    tex = invoke("table", "--results", str(tmp_path), "--format", "latex").output
+    assert "\\begin{tabular}" in tex and "$\\pm$" in tex
+
+
+class NoExactRatio(GMM2D):
+    name = "gmm2d_noexact"
+    has_exact_ratio = False
+
+
+@pytest.fixture
+def no_exact_dataset():
+    registry.register("dataset", NoExactRatio)
+    yield
+    registry.unregister("dataset", NoExactRatio.name)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "nope", "--dataset", "gmm2d", "--ref", "0.05"], "unknown method 'nope'; available: dsm_obs"),
+    (["--method", "tiw_dsm", "--dataset", "nope", "--ref", "0.05"], "unknown dataset 'nope'; available:"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0"], "--ref must be in (0, 1]"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "1.5"], "--ref must be in (0, 1]"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio", "exact"], "--ratio must be one of"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--steps", "0"], "--steps must be >= 1"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--alpha", "-1"], "--alpha must be >= 0"),
+])
+def test_bad_input_gives_one_clear_line(args, message):
+    out = invoke("run", *args)
+    assert out.exit_code == 2
+    assert message in out.output and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1
+
+
+def test_oracle_on_a_dataset_without_exact_ratio(no_exact_dataset):
+    out = invoke("run", "--method", "tiw_dsm", "--dataset", "gmm2d_noexact", "--ref", "0.1", "--ratio", "oracle")
+    assert out.exit_code == 2
+    assert "--ratio oracle needs an exact density ratio" in out.output
+    assert len(out.output.strip().splitlines()) == 1
+
+
+def test_unwritable_results_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = invoke("run", "--method", "dsm_obs", "--dataset", "gmm2d", "--ref", "0.1",
+                 "--results", str(blocker / "runs"), *FAST)
+    assert out.exit_code == 2
+    assert "cannot be written" in out.output and "Traceback" not in out.output
+
+
+def test_table_without_runs(tmp_path):
+    out = invoke("table", "--results", str(tmp_path))
+    assert out.exit_code == 2 and "no finished runs" in out.output

@@ -1,0 +1,70 @@
+import os
+import signal
+
+import pytest
+import torch
+
+from tiwbench.diffusion import Denoiser
+from tiwbench.errors import TiwbenchError
+from tiwbench.methods.dsm_obs import DSMObs
+from tiwbench.nets.mlp import ConditionalMLP
+from tiwbench.train import Interrupted, TrainConfig, train_score
+
+CFG = TrainConfig(steps=60, batch_size=64, checkpoint_every=25)
+
+
+def fresh_denoiser():
+    torch.manual_seed(0)
+    return Denoiser(ConditionalMLP(2, hidden=32, depth=1), 2.0)
+
+
+def train(x, ckpt, method=DSMObs(), on_step=lambda step: None):
+    return train_score(method, fresh_denoiser(), x, 0.05, None, 1.0, CFG, seed=3, ckpt_path=ckpt,
+                       on_step=on_step)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_training_resumes_to_the_same_weights(gmm2d_data, tmp_path, signum):
+    x = gmm2d_data.x_bias
+    reference = train(x, tmp_path / "a.pt").state_dict()
+
+    def interrupt(step):
+        if step == 37:
+            os.kill(os.getpid(), signum)
+
+    with pytest.raises(Interrupted, match="interrupted at step 3[78]/60"):
+        train(x, tmp_path / "b.pt", on_step=interrupt)
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] in (37, 38)
+    resumed = train(x, tmp_path / "b.pt").state_dict()
+    for k in reference:
+        assert torch.equal(reference[k], resumed[k]), k
+
+
+class NaNLoss(DSMObs):
+    def loss(self, batch, denoiser, ratio_model=None, alpha=1.0):
+        out = super().loss(batch, denoiser)
+        return out * float("nan") if self.calls_left == 0 else self._count(out)
+
+    calls_left = 30
+
+    def _count(self, out):
+        self.calls_left -= 1
+        return out
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(gmm2d_data, tmp_path):
+    ckpt = tmp_path / "c.pt"
+    with pytest.raises(TiwbenchError, match="non-finite loss at step 30"):
+        train(gmm2d_data.x_bias, ckpt, method=NaNLoss())
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 25 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_corrupt_or_foreign_checkpoint_is_reported_by_path(gmm2d_data, tmp_path):
+    ckpt = tmp_path / "bad.pt"
+    ckpt.write_bytes(b"garbage")
+    with pytest.raises(TiwbenchError, match="cannot read .*bad.pt"):
+        train(gmm2d_data.x_bias, ckpt)
+    torch.save({"config": {"steps": 1}}, ckpt)
+    with pytest.raises(TiwbenchError, match="bad.pt was written for a different configuration"):
+        train(gmm2d_data.x_bias, ckpt)
