@@ -16,7 +16,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Benchmark debiasing methods for diffusion models trained on biased data.")
 
 DEFAULT_RESULTS = Path("results/runs")
+# Options shared by `run` and `sweep` (None = the dataset's default).
 ResultsOpt = typer.Option(DEFAULT_RESULTS, "--results", help="Folder of run records.")
+RatioOpt = typer.Option("trained", help="Density ratio for ratio-based methods: trained | oracle.")
+StepsOpt = typer.Option(None, help="Score-network training steps [dataset default].")
+BatchOpt = typer.Option(None, help="Training batch size [dataset default].")
+LrOpt = typer.Option(None, help="Adam learning rate [dataset default].")
+RatioStepsOpt = typer.Option(None, help="Discriminator training steps [dataset default].")
+SampleStepsOpt = typer.Option(None, help="Heun sampler steps [EDM: 18].")
+NumSamplesOpt = typer.Option(None, help="Samples generated for the metrics [dataset default].")
+DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:N, or auto.")
+DataRootOpt = typer.Option(None, envvar="TIWBENCH_DATA", help="Folder of local datasets.")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -43,15 +53,15 @@ def run(
     ref: float = typer.Option(..., help="Reference-set size as a fraction of |D_bias|, in (0, 1]."),
     seed: int = typer.Option(0, help="Seed of data, initialisation, training and sampling."),
     alpha: float = typer.Option(1.0, help="Weight/correction temperature α (1 = theory, 0 = DSM(obs))."),
-    ratio: str = typer.Option("trained", help="Density ratio for ratio-based methods: trained | oracle."),
-    steps: Optional[int] = typer.Option(None, help="Score-network training steps [dataset default]."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size [dataset default]."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate [dataset default]."),
-    ratio_steps: Optional[int] = typer.Option(None, help="Discriminator training steps [dataset default]."),
-    sample_steps: Optional[int] = typer.Option(None, help="Heun sampler steps (EDM: 18)."),
-    num_samples: Optional[int] = typer.Option(None, help="Samples generated for the metrics."),
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, or auto."),
-    data_root: Optional[Path] = typer.Option(None, envvar="TIWBENCH_DATA", help="Folder of local datasets."),
+    ratio: str = RatioOpt,
+    steps: Optional[int] = StepsOpt,
+    batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt,
+    ratio_steps: Optional[int] = RatioStepsOpt,
+    sample_steps: Optional[int] = SampleStepsOpt,
+    num_samples: Optional[int] = NumSamplesOpt,
+    device: str = DeviceOpt,
+    data_root: Optional[Path] = DataRootOpt,
     results: Path = ResultsOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and stop."),
 ):
@@ -68,6 +78,45 @@ def run(
     m = record["metrics"]
     console.print(f"[bold]{cfg.run_id}[/bold]  " + "  ".join(f"{k}={v:.4g}" for k, v in m.items()))
     console.print(f"record: {results / cfg.run_id / 'metrics.json'}")
+
+
+@app.command()
+@user_errors
+def sweep(
+    dataset: str = typer.Option(..., help="Dataset name."),
+    methods: str = typer.Option("all", help="Comma-separated method names, or all."),
+    refs: str = typer.Option("0.05,0.1,0.25,0.5", help="Comma-separated reference sizes."),
+    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds."),
+    alphas: str = typer.Option("1", help="Comma-separated α values (ratio-based methods only)."),
+    ratio: str = RatioOpt,
+    steps: Optional[int] = StepsOpt,
+    batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt,
+    ratio_steps: Optional[int] = RatioStepsOpt,
+    sample_steps: Optional[int] = SampleStepsOpt,
+    num_samples: Optional[int] = NumSamplesOpt,
+    device: str = DeviceOpt,
+    data_root: Optional[Path] = DataRootOpt,
+    results: Path = ResultsOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the planned run ids and stop."),
+):
+    """Run methods × reference sizes × seeds (× α); finished runs are skipped, failures reported."""
+    from .sweep import parse_list, plan, run_local
+
+    configs = plan(dataset, parse_list(methods, what="method"), parse_list(refs, float, "ref"),
+                   parse_list(seeds, int, "seed"), parse_list(alphas, float, "alpha"), ratio=ratio,
+                   steps=steps, batch_size=batch_size, lr=lr, ratio_steps=ratio_steps,
+                   sample_steps=sample_steps, num_samples=num_samples)
+    if dry_run:
+        typer.echo("\n".join(c.run_id for c in configs))
+        return
+    out = run_local(configs, results, device=device, data_root=data_root)
+    typer.echo(f"sweep: {len(configs)} runs, {out.done} run now, {out.skipped} already finished, "
+               f"{len(out.failed)} failed")
+    for run_id, message in out.failed:
+        typer.echo(f"  failed {run_id}: {message}")
+    if out.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

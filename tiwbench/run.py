@@ -89,18 +89,34 @@ def resolve_config(method: str, dataset: str, ref: float, ratio: str = "trained"
                     ratio=ratio if method_cls.ratio else "none", **values)
     if not method_cls.ratio:  # settings a run does not use must not split its identity
         defaults = RunConfig(method, dataset, ref)
-        cfg = replace(cfg, ratio_steps=defaults.ratio_steps, ratio_batch_size=defaults.ratio_batch_size,
-                      ratio_lr=defaults.ratio_lr)
+        cfg = replace(cfg, alpha=1.0, ratio_steps=defaults.ratio_steps,
+                      ratio_batch_size=defaults.ratio_batch_size, ratio_lr=defaults.ratio_lr)
     return cfg
+
+
+_live: list[Progress] = []  # the progress display in use, if any: bars nest into it
 
 
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator:
-    """A rich progress bar; yields `update(completed)`."""
+    """A rich progress bar; yields `update(completed)`. Inside another bar (a sweep), it is a
+    transient row of the same display, since rich allows one live display at a time."""
+    if _live:
+        progress = _live[-1]
+        task = progress.add_task(description, total=total)
+        try:
+            yield lambda done: progress.update(task, completed=done)
+        finally:
+            progress.remove_task(task)
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda done: progress.update(task, completed=done)
+        _live.append(progress)
+        try:
+            task = progress.add_task(description, total=total)
+            yield lambda done, **fields: progress.update(task, completed=done, **fields)
+        finally:
+            _live.pop()
 
 
 def resolve_device(device: str) -> torch.device:

@@ -1,0 +1,84 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from tiwbench import registry
+from tiwbench.cli import app
+from tiwbench.methods.dsm_obs import DSMObs
+
+from conftest import FAST
+
+runner = CliRunner()
+
+
+class Failing(DSMObs):
+    name = "failing"
+    description = "test method whose loss raises"
+
+    def loss(self, batch, denoiser, ratio_model=None, alpha=1.0):
+        raise RuntimeError("this method always fails")
+
+
+@pytest.fixture
+def failing_method():
+    registry.register("method", Failing)
+    yield
+    registry.unregister("method", Failing.name)
+
+
+def sweep(results, methods, *extra):
+    return runner.invoke(app, ["sweep", "--dataset", "gmm2d", "--methods", methods, "--refs", "0.05",
+                               "--seeds", "0,1", "--results", str(results), *FAST, *extra])
+
+
+def test_sweep_runs_everything_once_and_shares_ratio_models(tmp_path):
+    out = sweep(tmp_path, "dsm_obs,tiw_dsm,tiw_nocorr")
+    assert out.exit_code == 0, out.output
+    assert "6 runs, 6 run now, 0 already finished, 0 failed" in out.output
+    assert len(list(tmp_path.glob("*/metrics.json"))) == 6
+    assert len(list((tmp_path / "_ratios").glob("*.pt"))) == 2  # one per seed, shared by two methods
+    out = sweep(tmp_path, "dsm_obs,tiw_dsm,tiw_nocorr")
+    assert "6 runs, 0 run now, 6 already finished" in out.output
+
+
+def test_alpha_sweep_runs_ratio_free_methods_once(tmp_path):
+    out = runner.invoke(app, ["sweep", "--dataset", "gmm2d", "--methods", "dsm_obs,tiw_dsm", "--refs", "0.05",
+                              "--seeds", "0", "--alphas", "0.5,1", "--results", str(tmp_path), "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert out.output.count("gmm2d-dsm_obs-") == 1 and out.output.count("gmm2d-tiw_dsm-") == 2
+
+
+def test_a_failing_run_does_not_stop_the_sweep(tmp_path, failing_method):
+    out = sweep(tmp_path, "failing,dsm_obs")
+    assert out.exit_code == 1
+    assert "2 run now, 0 already finished, 2 failed" in out.output
+    assert "this method always fails" in out.output
+    assert len(list(tmp_path.glob("gmm2d-dsm_obs-*/metrics.json"))) == 2
+
+
+def test_killed_sweep_restarts_without_losing_runs(tmp_path):
+    cmd = [sys.executable, "-m", "tiwbench", "sweep", "--dataset", "gmm2d", "--methods", "dsm_obs,dsm_ref",
+           "--refs", "0.05", "--seeds", "0,1", "--results", str(tmp_path / "a"), *FAST]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((tmp_path / "a").glob("*/metrics.json")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) != 0
+    finished = {p: p.read_text() for p in (tmp_path / "a").glob("*/metrics.json")}
+    assert 1 <= len(finished) < 4
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for p, text in finished.items():
+        assert p.read_text() == text  # not redone
+    subprocess.run(cmd[:-len(FAST) - 2] + ["--results", str(tmp_path / "b"), *FAST], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def table(folder):
+        return runner.invoke(app, ["table", "--results", str(folder), "--format", "csv"]).output
+
+    assert table(tmp_path / "a") == table(tmp_path / "b")

@@ -1,0 +1,72 @@
+"""Sweeps over methods × reference sizes × seeds (× α): skip finished runs, resume unfinished
+ones, report a failing run and go on. Ratio models are shared through the run cache."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import registry
+from .errors import TiwbenchError
+from .run import RunConfig, console, execute, progress_bar, resolve_config
+from .train import Interrupted
+
+
+def parse_list(text: str, kind=str, what: str = "value") -> list:
+    """'0.05,0.1' -> [0.05, 0.1], with a clear error for a bad item."""
+    try:
+        items = [kind(t.strip()) for t in text.split(",") if t.strip()]
+    except ValueError as e:
+        raise TiwbenchError(f"cannot read {what} list {text!r}: {e}") from e
+    if not items:
+        raise TiwbenchError(f"empty {what} list")
+    return items
+
+
+def plan(dataset: str, methods: list[str], refs: list[float], seeds: list[int],
+         alphas: list[float], ratio: str = "trained", **options) -> list[RunConfig]:
+    """All run configurations, grouped by (ref, seed) so a ratio model is trained once, then used."""
+    if methods == ["all"]:
+        methods = registry.available("method")
+    configs = [resolve_config(m, dataset, ref, ratio=ratio, seed=seed, alpha=a, **options)
+               for ref, seed, m, a in itertools.product(refs, seeds, methods, alphas)]
+    return list(dict.fromkeys(configs))  # ratio-free methods ignore α: one run for all α
+
+
+@dataclass
+class SweepOutcome:
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def run_local(configs: list[RunConfig], results: Path, device: str = "auto",
+              data_root: Path | None = None) -> SweepOutcome:
+    """Run each configuration in this process, one after the other."""
+    out = SweepOutcome()
+    pending = [c for c in configs if not (results / c.run_id / "metrics.json").exists()]
+    out.skipped = len(configs) - len(pending)
+    times: list[float] = []
+    with progress_bar("sweep", len(configs)) as update:
+        update(out.skipped)
+        for i, cfg in enumerate(pending):
+            left = len(pending) - i
+            eta = f", ~{sum(times) / len(times) * left / 60:.1f} min left" if times else ""
+            console.print(f"[{out.skipped + out.done + len(out.failed) + 1}/{len(configs)}] {cfg.run_id} "
+                          f"(done {out.done + out.skipped}, failed {len(out.failed)}, left {left}{eta})")
+            t0 = time.perf_counter()
+            try:
+                execute(cfg, results, device=device, data_root=data_root)
+                out.done += 1
+                times.append(time.perf_counter() - t0)
+            except Interrupted:
+                raise
+            except Exception as e:  # one failing run must not stop the others
+                message = str(e) if isinstance(e, TiwbenchError) else traceback.format_exc(limit=3)
+                out.failed.append((cfg.run_id, message.strip().splitlines()[-1]))
+                console.print(f"[red]failed[/red] {cfg.run_id}: {out.failed[-1][1]}")
+            update(out.skipped + out.done + len(out.failed))
+    return out
