@@ -17,9 +17,7 @@ setup: $(STAMP)
 
 # The main job: the five methods on gmm2d at 5% reference, then their comparison table.
 demo: $(STAMP)
-	for m in dsm_obs dsm_ref iw_dsm tiw_dsm tiw_nocorr; do \
-		$(BIN)/tiwbench run --method $$m --dataset gmm2d --ref 0.05 --seed 0 || exit 1; \
-	done
+	$(BIN)/tiwbench sweep --dataset gmm2d --methods dsm_obs,dsm_ref,iw_dsm,tiw_dsm,tiw_nocorr --refs 0.05 --seeds 0
 	$(BIN)/tiwbench table --dataset gmm2d
 
 test: $(STAMP)

@@ -43,7 +43,9 @@ def test_run_writes_a_record_and_is_not_redone(tmp_path):
     assert {"bias_l2", "bias_l1", "bias_kl", "fd_data", "ratio_err", "w_collapse"} <= set(record["metrics"])
     assert json.loads((folder / "config.json").read_text()) == record["config"]
     assert (folder / "samples.png").exists() and not (folder / "checkpoint.pt").exists()
-    assert len(record["ratio_error"]) == 13
+    assert len(record["ratio_error"]) == 13 and record["ratio_kind"] == "time_dependent"
+    out = invoke("table", "--results", str(res), "--ratio-error")
+    assert out.exit_code == 0 and "| σ | time_dependent (ref 0.05) |" in out.output
     # the ratio model is cached and reused by tiw_nocorr (same dataset, ref, seed)
     out = invoke(*[a if a != "tiw_dsm" else "tiw_nocorr" for a in args])
     assert out.exit_code == 0 and "reusing the cached time_dependent ratio model" in out.output

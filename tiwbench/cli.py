@@ -124,14 +124,22 @@ def sweep(
 def table(
     dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
     format: str = typer.Option("md", "--format", help="md | latex (wide, per metric) or csv (long)."),
+    ratio_error: bool = typer.Option(False, "--ratio-error",
+                                     help="Instead: the learned ratio's error by σ (md or csv)."),
     results: Path = ResultsOpt,
 ):
     """Aggregate finished runs over seeds: mean ± std (n), best per column in bold."""
-    from .results import load_records, long_table, render
+    from .results import load_records, long_table, ratio_error_markdown, ratio_error_table, render
 
-    if format not in ("md", "latex", "csv"):
-        fail(f"--format must be md, latex or csv, got {format!r}")
-    typer.echo(render(long_table(load_records(results), dataset), format), nl=False)
+    if format not in ("md", "latex", "csv") or (ratio_error and format == "latex"):
+        fail(f"--format must be md, latex or csv (md or csv with --ratio-error), got {format!r}")
+    records = load_records(results)
+    if ratio_error:
+        df = ratio_error_table(records, dataset)
+        text = ratio_error_markdown(df) if format == "md" else df.to_csv(index=False, float_format="%.6g")
+    else:
+        text = render(long_table(records, dataset), format)
+    typer.echo(text, nl=False)
 
 
 @app.command("list")

@@ -128,3 +128,34 @@ def render(long: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return long.to_csv(index=False, float_format="%.6g")
     raise TiwbenchError(f"--format must be md, latex or csv, got {fmt!r}")
+
+
+def ratio_error_table(records: list[dict], dataset: str | None = None) -> pd.DataFrame:
+    """Learned-ratio error against the exact ratio by σ (the paper's Figure 2 as a table):
+    mean over seeds of each error, one row per dataset, ratio kind, ref and σ. Methods sharing a
+    ratio model (tiw_dsm, tiw_nocorr) count once."""
+    rows = [{"dataset": r["config"]["dataset"], "ratio": r["ratio_kind"], "ref": r["config"]["ref"],
+             "seed": r["config"]["seed"], **e}
+            for r in records if r.get("ratio_error") and r.get("ratio_source") == "trained"
+            and (dataset is None or r["config"]["dataset"] == dataset) for e in r["ratio_error"]]
+    if not rows:
+        raise TiwbenchError("no finished runs with a trained ratio on a dataset with an exact ratio")
+    df = pd.DataFrame(rows).drop_duplicates(["dataset", "ratio", "ref", "seed", "sigma"])
+    return (df.groupby(["dataset", "ratio", "ref", "sigma"])
+            .agg(log_r_rmse=("log_r_rmse", "mean"), grad_rmse=("grad_rmse", "mean"),
+                 corr_rmse=("corr_rmse", "mean"), n=("seed", "count")).reset_index())
+
+
+def ratio_error_markdown(df: pd.DataFrame) -> str:
+    """log r RMSE by σ, time-dependent beside time-independent, one table per dataset."""
+    parts = []
+    for dataset, g in df.groupby("dataset"):
+        wide = g.pivot_table(index="sigma", columns=["ratio", "ref"], values="log_r_rmse")
+        n = int(g["n"].min())
+        header = ["σ"] + [f"{kind} (ref {ref:g})" for kind, ref in wide.columns]
+        lines = [f"### {dataset} — RMSE of log r against the exact ratio, by σ (mean of {n}+ seeds)", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [f"| {s:.3g} | " + " | ".join(f"{v:.3g}" for v in row) + " |"
+                  for s, row in zip(wide.index, wide.to_numpy())]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"

@@ -219,7 +219,8 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
     metrics["attr_acc"] = float((data.attribute(data.x_eval) == data.eval_labels).double().mean())
     record = {"config": asdict(cfg), "metrics": metrics, "shares": shares,
               "target_shares": [float(s) for s in data.target_shares],
-              "feature_space": data.feature_space, "ratio_source": cfg.ratio, "timing": timing,
+              "feature_space": data.feature_space, "ratio_source": cfg.ratio,
+              "ratio_kind": method.ratio, "timing": timing,
               "versions": {"tiwbench": __version__, "torch": torch.__version__,
                            "python": platform.python_version()},
               "device": str(dev)}
