@@ -8,7 +8,8 @@ from tiwbench.diffusion import Denoiser
 from tiwbench.errors import TiwbenchError
 from tiwbench.methods.dsm_obs import DSMObs
 from tiwbench.nets.mlp import ConditionalMLP
-from tiwbench.train import Interrupted, TrainConfig, train_score
+from tiwbench.errors import Interrupted
+from tiwbench.train import TrainConfig, train_score
 
 CFG = TrainConfig(steps=60, batch_size=64, checkpoint_every=25)
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .errors import TiwbenchError
+from .errors import Interrupted, TiwbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark debiasing methods for diffusion models trained on biased data.")
@@ -27,6 +27,9 @@ SampleStepsOpt = typer.Option(None, help="Heun sampler steps [EDM: 18].")
 NumSamplesOpt = typer.Option(None, help="Samples generated for the metrics [dataset default].")
 DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:N, or auto.")
 DataRootOpt = typer.Option(None, envvar="TIWBENCH_DATA", help="Folder of local datasets.")
+DatasetOptionOpt = typer.Option(None, "--dataset-option", help="KEY=VALUE for the dataset recipe "
+                                "(e.g. imbalance=50, majority=0.9); repeatable.")
+NetOpt = typer.Option("", help="Score-network preset (images: tiny, ddpmpp32, ddpmpp64) [dataset default].")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -41,7 +44,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except TiwbenchError as e:
-            fail(str(e), 130 if type(e).__name__ == "Interrupted" else 2)
+            fail(str(e), 130 if isinstance(e, Interrupted) else 2)
     return wrapper
 
 
@@ -60,17 +63,20 @@ def run(
     ratio_steps: Optional[int] = RatioStepsOpt,
     sample_steps: Optional[int] = SampleStepsOpt,
     num_samples: Optional[int] = NumSamplesOpt,
+    dataset_option: Optional[list[str]] = DatasetOptionOpt,
+    net: str = NetOpt,
     device: str = DeviceOpt,
     data_root: Optional[Path] = DataRootOpt,
     results: Path = ResultsOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and stop."),
 ):
     """Train one method on one dataset and reference size, sample, evaluate and write its record."""
-    from .run import console, execute, resolve_config
+    from .run import console, execute, parse_dataset_options, resolve_config
 
     cfg = resolve_config(method, dataset, ref, ratio=ratio, seed=seed, alpha=alpha, steps=steps,
                          batch_size=batch_size, lr=lr, ratio_steps=ratio_steps,
-                         sample_steps=sample_steps, num_samples=num_samples)
+                         sample_steps=sample_steps, num_samples=num_samples, net=net,
+                         dataset_options=parse_dataset_options(dataset_option))
     if dry_run:
         typer.echo(json.dumps({"run_id": cfg.run_id, **asdict(cfg)}, indent=2))
         return
@@ -95,18 +101,22 @@ def sweep(
     ratio_steps: Optional[int] = RatioStepsOpt,
     sample_steps: Optional[int] = SampleStepsOpt,
     num_samples: Optional[int] = NumSamplesOpt,
+    dataset_option: Optional[list[str]] = DatasetOptionOpt,
+    net: str = NetOpt,
     device: str = DeviceOpt,
     data_root: Optional[Path] = DataRootOpt,
     results: Path = ResultsOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="List the planned run ids and stop."),
 ):
     """Run methods × reference sizes × seeds (× α); finished runs are skipped, failures reported."""
+    from .run import parse_dataset_options
     from .sweep import parse_list, plan, run_local
 
     configs = plan(dataset, parse_list(methods, what="method"), parse_list(refs, float, "ref"),
                    parse_list(seeds, int, "seed"), parse_list(alphas, float, "alpha"), ratio=ratio,
                    steps=steps, batch_size=batch_size, lr=lr, ratio_steps=ratio_steps,
-                   sample_steps=sample_steps, num_samples=num_samples)
+                   sample_steps=sample_steps, num_samples=num_samples, net=net,
+                   dataset_options=parse_dataset_options(dataset_option))
     if dry_run:
         typer.echo("\n".join(c.run_id for c in configs))
         return

@@ -18,6 +18,11 @@ def append_dims(v: Tensor, ndim: int) -> Tensor:
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
 
 
+def to_model_space(x: Tensor) -> Tensor:
+    """uint8 images (stored compactly by real datasets) to floats in [−1, 1]; floats pass through."""
+    return x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x
+
+
 def sample_training_sigma(n: int, generator: torch.Generator, device=None) -> Tensor:
     """ln σ ~ N(P_mean, P_std²), EDM Table 1."""
     z = torch.randn(n, generator=generator, device=device)

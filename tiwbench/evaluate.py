@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .diffusion import SIGMA_MAX, SIGMA_MIN, DenoiseFn, heun_sample
+from .diffusion import SIGMA_MAX, SIGMA_MIN, DenoiseFn, heun_sample, to_model_space
 from .ratio import DensityRatio, log_r_and_grad
 
 
@@ -87,7 +87,12 @@ def integrated_error(rows: list[dict], key: str = "log_r_rmse") -> float:
 
 
 @torch.no_grad()
-def weight_collapse(model: DensityRatio, x_bias: Tensor, threshold: float = 0.01) -> float:
+def weight_collapse(model: DensityRatio, x_bias: Tensor, threshold: float = 0.01, batch: int = 1000) -> float:
     """Share of D_bias samples whose clean-data weight w(x0) (at σ_min) is below `threshold`."""
-    log_w = model.log_ratio(x_bias, torch.full((len(x_bias),), SIGMA_MIN))
-    return float((log_w < math.log(threshold)).double().mean())
+    device = next(model.parameters(), torch.empty(0)).device
+    below = 0
+    for chunk in x_bias.split(batch):
+        x = to_model_space(chunk.to(device))
+        log_w = model.log_ratio(x, torch.full((len(x),), SIGMA_MIN, device=device))
+        below += int((log_w < math.log(threshold)).sum())
+    return below / len(x_bias)

@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .diffusion import SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma
+from .errors import Interrupted
+from .signals import stop_requests
+from .diffusion import SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma, to_model_space
 
 RatioKind = Literal["time_dependent", "time_independent"]
 
@@ -109,23 +111,32 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     half = cfg.batch_size // 2
     labels = torch.cat([torch.ones(half), torch.zeros(half)]).to(device)
     model.train()
-    for step in range(cfg.steps):
-        i_ref = torch.randint(len(x_ref), (half,), generator=generator)
-        i_bias = torch.randint(len(x_bias), (half,), generator=generator)
-        x0 = torch.cat([x_ref[i_ref], x_bias[i_bias]]).to(device)
-        if model.time_dependent:
-            sigma = sample_log_uniform_sigma(2 * half, generator).to(device)
-        else:
-            sigma = torch.full((2 * half,), SIGMA_MIN, device=device)
-        noise = torch.randn(x0.shape, generator=generator).to(device)
-        logits = model.log_ratio(x0 + append_dims(sigma, x0.ndim) * noise, sigma)
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        on_step(step + 1)
+    with stop_requests() as stop:
+        for step in range(cfg.steps):
+            if stop:
+                raise Interrupted(f"interrupted during ratio training at step {step}/{cfg.steps} "
+                                  "(ratio models are not checkpointed); run the same command again")
+            _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device)
+            on_step(step + 1)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device) -> None:
+    """One BCE step on a class-balanced batch of noised samples."""
+    i_ref = torch.randint(len(x_ref), (half,), generator=generator)
+    i_bias = torch.randint(len(x_bias), (half,), generator=generator)
+    x0 = to_model_space(torch.cat([x_ref[i_ref], x_bias[i_bias]]).to(device))
+    if model.time_dependent:
+        sigma = sample_log_uniform_sigma(2 * half, generator).to(device)
+    else:
+        sigma = torch.full((2 * half,), SIGMA_MIN, device=device)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    logits = model.log_ratio(x0 + append_dims(sigma, x0.ndim) * noise, sigma)
+    loss = F.binary_cross_entropy_with_logits(logits, labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()

@@ -81,8 +81,15 @@ def get_method(name: str):
     return load("method", name)()
 
 
-def get_dataset(name: str):
-    return load("dataset", name)()
+def get_dataset(name: str, **options):
+    """An instance of the dataset recipe; `options` (from --dataset-option) go to its constructor."""
+    cls = load("dataset", name)
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise TiwbenchError(f"dataset {name!r} does not take the options {sorted(options)}: {e}") from e
+    except ValueError as e:
+        raise TiwbenchError(f"dataset {name!r}: bad option value: {e}") from e
 
 
 def describe(kind: str) -> list[tuple[str, str]]:

@@ -38,6 +38,8 @@ class RunConfig:
     seed: int = 0
     alpha: float = 1.0
     ratio: str = "trained"  # trained | oracle | none (the method uses no ratio)
+    dataset_options: tuple[tuple[str, str], ...] = ()  # constructor options of the recipe
+    net: str = ""  # score-network preset; "" = the dataset's default
     steps: int = 4000
     batch_size: int = 512
     lr: float = 1e-3
@@ -61,11 +63,26 @@ class RunConfig:
         return RatioTrainConfig(self.ratio_steps, self.ratio_batch_size, self.ratio_lr)
 
 
+def parse_dataset_options(items: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """['imbalance=50'] -> (('imbalance', '50'),), sorted so that order does not split a run."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TiwbenchError(f"--dataset-option takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return tuple(sorted(out.items()))
+
+
 def resolve_config(method: str, dataset: str, ref: float, ratio: str = "trained",
                    **options) -> RunConfig:
     """Validate the user's choices and fill unset options from the dataset's defaults."""
     method_cls = registry.load("method", method)
     recipe_cls = registry.load("dataset", dataset)
+    registry.get_dataset(dataset, **dict(options.get("dataset_options") or ()))  # options valid?
+    if options.get("net") and options["net"] not in recipe_cls.nets:
+        raise TiwbenchError(f"--net {options['net']!r} does not suit dataset {dataset!r}; "
+                            f"choose from {', '.join(recipe_cls.nets)}")
     if not (0 < ref <= 1):
         raise TiwbenchError(f"--ref must be in (0, 1] (a fraction of |D_bias|), got {ref}")
     if options.get("alpha") is not None and options["alpha"] < 0:
@@ -147,7 +164,7 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     time_dependent = kind == "time_dependent"
     if cfg.ratio == "oracle":
         return data.exact_ratio(time_dependent)
-    key = {"dataset": cfg.dataset, "ref": cfg.ref, "seed": cfg.seed, "kind": kind,
+    key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref, "seed": cfg.seed, "kind": kind,
            **asdict(cfg.ratio_config())}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest}.pt"
@@ -187,8 +204,8 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
     write_json(folder / "config.json", asdict(cfg))
     dev = resolve_device(device)
     method = registry.get_method(cfg.method)
-    recipe = registry.get_dataset(cfg.dataset)
-    data = recipe.build(cfg.ref, cfg.seed, data_root)
+    recipe = registry.get_dataset(cfg.dataset, **dict(cfg.dataset_options))
+    data = recipe.build(cfg.ref, cfg.seed, data_root, cache_dir=results / "_cache")
     timing = {}
 
     t0 = time.perf_counter()
@@ -199,7 +216,7 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
 
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    denoiser = Denoiser(recipe.score_net(), data.sigma_data).to(dev)
+    denoiser = Denoiser(recipe.score_net(cfg.net), data.sigma_data).to(dev)
     x_train, pi = training_set(method, data)
     with progress_bar(f"score ({cfg.method})", cfg.steps) as update:
         ema = train_score(method, denoiser, x_train, pi, ratio_model, cfg.alpha, cfg.train_config(),
@@ -249,7 +266,11 @@ def ratio_diagnostics(model: DensityRatio, data: BenchmarkData, pi: float,
 
 
 def save_samples_figure(samples: torch.Tensor, path: Path) -> None:
-    """A scatter of the first two coordinates (vector data); image datasets save a grid instead."""
+    """A grid of the first 256 images, or a scatter of the first two coordinates of vectors."""
+    if samples.ndim == 4:
+        from torchvision.utils import save_image
+        save_image((samples[:256].float() + 1) / 2, path, nrow=16, padding=1)
+        return
     try:
         import matplotlib
         matplotlib.use("Agg")

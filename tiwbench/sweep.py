@@ -12,7 +12,7 @@ from pathlib import Path
 from . import registry
 from .errors import TiwbenchError
 from .run import RunConfig, console, execute, progress_bar, resolve_config
-from .train import Interrupted
+from .errors import Interrupted
 
 
 def parse_list(text: str, kind=str, what: str = "value") -> list:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,14 +11,11 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoint import load_torch, save_torch
-from .diffusion import Batch, Denoiser, sample_training_sigma
-from .errors import TiwbenchError
+from .diffusion import Batch, Denoiser, sample_training_sigma, to_model_space
+from .errors import Interrupted, TiwbenchError
 from .methods.base import Method
 from .ratio import DensityRatio
-
-
-class Interrupted(TiwbenchError):
-    """SIGINT/SIGTERM arrived; the state was checkpointed and the same command resumes."""
+from .signals import stop_requests
 
 
 @dataclass(frozen=True)
@@ -32,23 +27,6 @@ class TrainConfig:
     warmup: int = 0  # linear learning-rate warm-up, in steps
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     checkpoint_every: int = 1000
-
-
-@contextmanager
-def stop_requests() -> Iterator[list[int]]:
-    """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so a checkpoint is consistent."""
-    flag: list[int] = []
-    handler = lambda signum, frame: flag.append(signum)  # noqa: E731
-    try:
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: signals stay with the caller
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
@@ -89,7 +67,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
             idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen)
-            x0 = x_train[idx.to(device)]
+            x0 = to_model_space(x_train[idx.to(device)])
             sigma = sample_training_sigma(cfg.batch_size, gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
             loss = method.loss(Batch(x0, sigma, noise, pi), denoiser, ratio_model, alpha).mean()

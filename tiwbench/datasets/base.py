@@ -45,11 +45,15 @@ class DatasetRecipe:
     description: ClassVar[str]
     has_exact_ratio: ClassVar[bool] = False
     defaults: ClassVar[dict] = {}
+    nets: ClassVar[tuple[str, ...]] = ()  # score-network presets; the first is the default
 
-    def build(self, ref: float, seed: int, data_root: Path | None = None) -> BenchmarkData:
+    def build(self, ref: float, seed: int, data_root: Path | None = None,
+              cache_dir: Path | None = None) -> BenchmarkData:
+        """The splits for this reference size and seed; `cache_dir` may hold derived files
+        (classifiers, feature statistics) that are costly to recompute."""
         raise NotImplementedError
 
-    def score_net(self) -> nn.Module:
+    def score_net(self, preset: str = "") -> nn.Module:
         raise NotImplementedError
 
     def ratio_net(self) -> nn.Module:

@@ -66,6 +66,7 @@ class MixtureRecipe(DatasetRecipe):
     """A biased and an unbiased weighting of one Gaussian mixture."""
 
     has_exact_ratio = True
+    nets = ("mlp",)
     n_bias: int
     n_eval: int = 20_000
     hidden: int = 128
@@ -73,7 +74,8 @@ class MixtureRecipe(DatasetRecipe):
     def __init__(self, mixture: GaussianMixture, w_data: Tensor, w_bias: Tensor):
         self.mixture, self.w_data, self.w_bias = mixture, w_data, w_bias
 
-    def build(self, ref: float, seed: int, data_root: Path | None = None) -> BenchmarkData:
+    def build(self, ref: float, seed: int, data_root: Path | None = None,
+              cache_dir: Path | None = None) -> BenchmarkData:
         g = torch.Generator().manual_seed(seed)
         x_bias, _ = self.mixture.sample(self.n_bias, self.w_bias, g)
         x_ref, _ = self.mixture.sample(max(1, round(ref * self.n_bias)), self.w_data, g)
@@ -92,7 +94,7 @@ class MixtureRecipe(DatasetRecipe):
             exact_ratio=exact_ratio,
             sample_bias=lambda n, gen: mix.sample(n, self.w_bias, gen)[0])
 
-    def score_net(self):
+    def score_net(self, preset: str = ""):
         return ConditionalMLP(self.mixture.dim, hidden=self.hidden, depth=3)
 
     def ratio_net(self):

@@ -1,0 +1,187 @@
+"""Image networks and datasets: sizes, splits, on-disk formats, clear errors."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from tiwbench import registry
+from tiwbench.cli import app
+from tiwbench.datasets.digits import DigitsLT
+from tiwbench.datasets.images import batched, train_classifier
+from tiwbench.datasets.real import CelebA, Cifar10LT, Cifar100LT, FFHQGender
+from tiwbench.datasets.shapes import BIAS_SHARES, Shapes32
+from tiwbench.errors import TiwbenchError
+from tiwbench.nets.unet import UNet, unet_config
+
+runner = CliRunner()
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_ddpmpp32_has_the_papers_parameter_count():
+    assert abs(n_params(UNet(unet_config("ddpmpp32", 3, 32))) / 55.7e6 - 1) < 0.05
+
+
+@pytest.mark.parametrize("preset, channels, res", [("tiny", 1, 8), ("tiny", 3, 32), ("ddpmpp64", 3, 64)])
+def test_unet_maps_images_to_images(preset, channels, res):
+    net = UNet(unet_config(preset, channels, res))
+    x = torch.randn(2, channels, res, res)
+    assert net(x, torch.tensor([-1.0, 2.0])).shape == x.shape
+
+
+def rows(x):
+    return {tuple(r.tolist()) for r in x.flatten(1)}
+
+
+def test_digits_lt_splits_are_long_tailed_balanced_and_disjoint():
+    recipe = DigitsLT()
+    s = recipe.splits(0.1, seed=0, data_root=None)
+    clf_y = s.eval_labels
+    assert torch.equal(torch.bincount(clf_y, minlength=10), torch.full((10,), 30))
+    assert len(s.x_bias) == sum(recipe.bias_counts()) and recipe.bias_counts()[0] == 10 * recipe.bias_counts()[-1]
+    assert len(s.x_ref) == 10 * round(0.1 * len(s.x_bias) / 10)
+    # sklearn's digits has a few duplicate images; the splits must not share any index-level image
+    assert len(rows(s.x_eval) & rows(s.x_bias)) <= 2 and len(rows(s.x_ref) & rows(s.x_eval)) <= 2
+    assert s.x_bias.min() >= -1 and s.x_bias.max() <= 1
+    with pytest.raises(TiwbenchError, match="too few images of class 0 for ref 0.9"):
+        recipe.splits(0.9, seed=0, data_root=None)
+
+
+def test_shapes32_subgroup_shares_and_classifier_accuracy():
+    recipe = Shapes32()
+    x, y = recipe.sample(20_000, BIAS_SHARES, torch.Generator().manual_seed(0))
+    shares = torch.bincount(y, minlength=4).double() / len(y)
+    assert torch.allclose(shares, torch.tensor(BIAS_SHARES, dtype=torch.double), atol=0.01)
+    assert x.shape == (20_000, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    xc, yc = recipe.classifier_data(None)
+    clf = train_classifier(xc, yc, 4, recipe.classifier_steps)
+    xe, ye = recipe.sample(4000, (0.25,) * 4, torch.Generator().manual_seed(99))  # held out
+    assert (batched(clf, xe).argmax(1) == ye).double().mean() >= 0.99
+
+
+class SmallShapes(Shapes32):
+    name = "shapes32_small"
+    n_bias, n_eval, classifier_steps = 1000, 300, 30
+
+
+def test_image_run_smoke(tmp_path):
+    registry.register("dataset", SmallShapes)
+    try:
+        out = runner.invoke(app, ["run", "--method", "tiw_dsm", "--dataset", "shapes32_small", "--ref", "0.05",
+                                  "--steps", "20", "--ratio-steps", "20", "--num-samples", "64",
+                                  "--sample-steps", "4", "--results", str(tmp_path)])
+    finally:
+        registry.unregister("dataset", SmallShapes.name)
+    assert out.exit_code == 0, out.output
+    (folder,) = [p for p in tmp_path.iterdir() if not p.name.startswith("_")]
+    assert (folder / "samples.png").exists()
+    assert "fd_shapes32_small_clf" in (folder / "metrics.json").read_text()
+    assert list((tmp_path / "_cache").glob("classifier-shapes32_small-*.pt"))
+
+
+# --- real datasets, on small files written in their real formats -------------------------------
+
+def write_cifar(root, folder, files, label_key, n_classes, per_class):
+    (root / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for f in files:
+        labels = np.repeat(np.arange(n_classes), per_class)
+        data = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
+        with open(root / folder / f, "wb") as fh:
+            pickle.dump({b"data": data, label_key: labels.tolist()}, fh, protocol=2)
+
+
+def test_cifar10_lt_reads_the_python_batches(tmp_path):
+    write_cifar(tmp_path, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+                b"labels", 10, 20)
+    s = Cifar10LT(imbalance=10, n_bias=300).splits(0.1, 0, tmp_path)
+    assert s.x_bias.dtype == torch.uint8 and s.x_bias.shape[1:] == (3, 32, 32)
+    assert abs(len(s.x_bias) - 300) <= 10 and len(s.x_ref) == 30 and len(s.x_eval) == 200
+
+
+def test_cifar100_lt_reads_its_files(tmp_path):
+    write_cifar(tmp_path, "cifar-100-python", ["train", "test"], b"fine_labels", 100, 6)
+    s = Cifar100LT(imbalance=2, n_bias=200).splits(0.5, 0, tmp_path)
+    assert len(s.x_ref) == 100 and s.target_shares.shape == (100,)
+
+
+def test_cifar_batch_that_would_run_code_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar(tmp_path, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+                b"labels", 10, 2)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(folder / "data_batch_1", "wb") as fh:
+        pickle.dump({b"data": Evil(), b"labels": []}, fh)
+    with pytest.raises(TiwbenchError, match="builtins.print is not allowed"):
+        Cifar10LT(n_bias=10).splits(0.1, 0, tmp_path)
+
+
+def write_faces(folder, names, size=(178, 218)):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for n in names:
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / n)
+
+
+class SmallCelebA(CelebA):
+    n_eval_per_group = 2
+
+
+def test_celeba_reads_attributes_partitions_and_images(tmp_path):
+    names = [f"{i:06d}.jpg" for i in range(1, 61)]
+    write_faces(tmp_path / "celeba" / "img_align_celeba", names)
+    male = [1 if i % 2 else -1 for i in range(60)]
+    black = [1 if i % 5 == 0 or i % 5 == 1 else -1 for i in range(60)]
+    lines = ["60", "Black_Hair Male Smiling"] + [f"{n} {b} {m} -1" for n, b, m in zip(names, black, male)]
+    (tmp_path / "celeba" / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    part = [f"{n} {0 if i < 36 else (1 if i < 48 else 2)}" for i, n in enumerate(names)]
+    (tmp_path / "celeba" / "list_eval_partition.txt").write_text("\n".join(part) + "\n")
+    s = SmallCelebA().splits(0.1, 0, tmp_path, cache_dir=tmp_path / "cache")
+    assert len(s.x_bias) == 36 and s.x_bias.shape[1:] == (3, 64, 64) and s.x_bias.dtype == torch.uint8
+    assert torch.equal(torch.bincount(s.eval_labels, minlength=4), torch.full((4,), 2))
+    assert len(s.x_ref) == 4
+    assert list((tmp_path / "cache").glob("images-celeba-*.pt"))  # decoded once, then cached
+
+
+def test_ffhq_gender_majority_setting(tmp_path):
+    names = [f"{i:05d}.png" for i in range(80)]
+    write_faces(tmp_path / "ffhq" / "images", names, size=(80, 80))
+    gender = ["female" if i % 2 else "male" for i in range(80)]
+    (tmp_path / "ffhq" / "gender.csv").write_text("file,gender\n" + "".join(
+        f"{n},{g}\n" for n, g in zip(names, gender)))
+
+    class Small(FFHQGender):
+        n_eval_per_group = 5
+
+    recipe = Small(majority=0.9)
+    s = recipe.splits(0.1, 0, tmp_path)
+    assert len(s.x_eval) == 10 and len(s.x_ref) == 2 * round(0.1 * len(s.x_bias) / 2)
+    _, groups, pool = recipe.labelled(tmp_path)
+    idx = recipe.bias_indices(groups, pool, 0.1, torch.Generator().manual_seed(0))
+    assert abs((groups[idx] == 0).double().mean().item() - 0.9) < 0.03
+    with pytest.raises(TiwbenchError, match="majority must be in"):
+        FFHQGender(majority=1.5)
+
+
+@pytest.mark.parametrize("dataset, expected", [
+    ("cifar10_lt", "cifar-10-batches-py/data_batch_1"),
+    ("cifar100_lt", "cifar-100-python/train"),
+    ("celeba", "celeba/list_attr_celeba.txt"),
+    ("ffhq_gender", "ffhq/gender.csv"),
+])
+def test_missing_files_give_one_instructive_line(dataset, expected, tmp_path):
+    out = runner.invoke(app, ["run", "--method", "dsm_obs", "--dataset", dataset, "--ref", "0.05",
+                              "--data-root", "/missing", "--results", str(tmp_path)])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert expected in out.output and "missing" in out.output
+    assert len(out.output.strip().splitlines()) == 1

@@ -1,0 +1,62 @@
+"""`shapes32`: procedural 32×32 RGB images with two binary attributes (four subgroups), the
+offline stand-in for CelebA's gender × black-hair benchmark. Fresh samples are unlimited."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .images import ImageRecipe, ImageSplits
+
+# Subgroup g = square + 2·dark, in CelebA's order (female-other, male-other, female-black, male-black).
+BIAS_SHARES = (0.465, 0.296, 0.115, 0.124)
+EVAL_SEED, CLASSIFIER_SEED = 2**31 - 1, 2**31 - 2
+
+
+def render_shapes(groups: Tensor, generator: torch.Generator, size: int = 32) -> Tensor:
+    """One image per group label: a circle (g % 2 = 0) or square (g % 2 = 1), light (g < 2) or
+    dark (g >= 2), at a random place, size and hue, on a noisy mid-grey gradient; in [−1, 1]."""
+    n = len(groups)
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    square, dark = (groups % 2 == 1)[:, None, None], (groups >= 2)[:, None, None]
+    coords = torch.arange(size, dtype=torch.float32) + 0.5
+    yy, xx = coords[None, :, None], coords[None, None, :]
+    cx, cy = (10 + 12 * rand(n))[:, None, None], (10 + 12 * rand(n))[:, None, None]
+    r = (6 + 4 * rand(n))[:, None, None]
+    dist = torch.where(square, torch.maximum((xx - cx).abs(), (yy - cy).abs()) / 0.85,
+                       ((xx - cx) ** 2 + (yy - cy) ** 2).sqrt())
+    mask = torch.sigmoid(2.0 * (r - dist))[:, None]  # soft edge, (n, 1, H, W)
+    hue = rand(n, 3)
+    light = 0.75 + 0.25 * hue / hue.max(1, keepdim=True).values
+    color = torch.where(dark[:, :, 0], 0.05 + 0.2 * hue, light)[:, :, None, None]  # (n, 3, 1, 1)
+    ramp = (xx * rand(n)[:, None, None] + yy * rand(n)[:, None, None]) / size  # (n, H, W)
+    background = (0.4 + 0.15 * ramp)[:, None] + 0.04 * torch.randn(n, 3, size, size, generator=generator)
+    img = mask * color + (1 - mask) * background
+    return (img.clamp(0, 1) * 2 - 1).float()
+
+
+class Shapes32(ImageRecipe):
+    name = "shapes32"
+    description = ("procedural 32×32 RGB shapes, attributes shape × darkness; D_bias 20k with "
+                   "subgroups 46.5/29.6/11.5/12.4 %, uniform target")
+    img_channels, img_resolution, num_groups = 3, 32, 4
+    n_bias, n_eval = 20_000, 10_000
+    defaults = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "ratio_steps": 800,
+                "ratio_batch_size": 128, "num_samples": 1000, "ema_decay": 0.995}
+
+    def sample(self, n: int, shares, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        groups = torch.multinomial(torch.tensor(shares), n, replacement=True, generator=generator)
+        return render_shapes(groups, generator, self.img_resolution), groups
+
+    def splits(self, ref: float, seed: int, data_root: Path | None, cache_dir=None) -> ImageSplits:
+        g = torch.Generator().manual_seed(seed)
+        uniform = (0.25,) * 4
+        x_bias, _ = self.sample(self.n_bias, BIAS_SHARES, g)
+        x_ref, _ = self.sample(max(1, round(ref * self.n_bias)), uniform, g)
+        x_eval, labels = self.sample(self.n_eval, uniform, torch.Generator().manual_seed(EVAL_SEED))
+        return ImageSplits(x_bias, x_ref, x_eval, labels, torch.tensor(uniform))
+
+    def classifier_data(self, data_root, cache_dir=None):
+        return self.sample(20_000, (0.25,) * 4, torch.Generator().manual_seed(CLASSIFIER_SEED))
