@@ -185,3 +185,39 @@ def test_missing_files_give_one_instructive_line(dataset, expected, tmp_path):
     assert out.exit_code == 2 and "Traceback" not in out.output
     assert expected in out.output and "missing" in out.output
     assert len(out.output.strip().splitlines()) == 1
+
+
+def test_fid_uses_clean_fid_inception_weights_when_given(tmp_path, monkeypatch):
+    """A stand-in TorchScript file with the Inception file's interface checks our plumbing:
+    resize, features, cached reference statistics, and FID(x, x) = 0."""
+    from torch import nn
+
+    from tiwbench import evaluate
+
+    class Layers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(3 * 4 * 4, 2048)
+
+        def forward(self, x):
+            return self.proj(nn.functional.adaptive_avg_pool2d(x, 4).flatten(1))
+
+    class Fake(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = Layers()
+
+        def forward(self, x):
+            return self.layers(x)
+
+    torch.jit.script(Fake()).save(str(tmp_path / evaluate.INCEPTION_FILE))
+    assert evaluate.inception_folder() is None
+    monkeypatch.setenv("TIWBENCH_INCEPTION", str(tmp_path))
+    assert evaluate.inception_folder() == tmp_path
+    extractor = evaluate.InceptionFeatures(tmp_path)
+    x, _ = Shapes32().sample(64, (0.25,) * 4, torch.Generator().manual_seed(0))
+    y, _ = Shapes32().sample(64, (0.0, 0.0, 0.0, 1.0), torch.Generator().manual_seed(1))
+    stats = tmp_path / "stats.pt"
+    assert evaluate.fid(x, x, extractor, stats) == pytest.approx(0, abs=1e-3)
+    assert stats.exists()
+    assert evaluate.fid(y, x, extractor, stats) > 1.0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,11 +50,7 @@ def frechet_distance(feat_a: Tensor, feat_b: Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (clean-fid's formula)."""
     from cleanfid.fid import frechet_distance as fd
 
-    def stats(f: Tensor):
-        f = f.double().numpy()
-        return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))
-
-    return float(fd(*stats(feat_a), *stats(feat_b)))
+    return float(fd(*_gaussian(feat_a), *_gaussian(feat_b)))
 
 
 def ratio_sigmas(n: int = 13) -> list[float]:
@@ -96,3 +94,60 @@ def weight_collapse(model: DensityRatio, x_bias: Tensor, threshold: float = 0.01
         log_w = model.log_ratio(x, torch.full((len(x),), SIGMA_MIN, device=device))
         below += int((log_w < math.log(threshold)).sum())
     return below / len(x_bias)
+
+
+INCEPTION_FILE = "inception-2015-12-05.pt"
+
+
+def inception_folder() -> Path | None:
+    """The folder named by TIWBENCH_INCEPTION if it holds clean-fid's Inception weights, else None
+    (we never let clean-fid download them)."""
+    folder = os.environ.get("TIWBENCH_INCEPTION")
+    return Path(folder) if folder and (Path(folder) / INCEPTION_FILE).exists() else None
+
+
+class InceptionFeatures:
+    """clean-fid's Inception-v3 pool features with its 'clean' resize, on an explicit device and
+    without clean-fid's DataParallel wrapper. Images come in [−1, 1] (or uint8), (N, C, H, W)."""
+
+    def __init__(self, folder: Path, device="cpu", batch: int = 100):
+        from cleanfid.inception_torchscript import InceptionV3W
+        from cleanfid.resize import build_resizer
+
+        self.model = InceptionV3W(str(folder), download=False, resize_inside=False).to(device).eval()
+        self.resize, self.device, self.batch = build_resizer("clean"), device, batch
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.dtype != torch.uint8:
+            x = ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        feats = []
+        for chunk in x.split(self.batch):
+            imgs = [self.resize(img) for img in chunk.permute(0, 2, 3, 1).numpy()]
+            batch = torch.from_numpy(np.stack(imgs).transpose(0, 3, 1, 2)).float().to(self.device)
+            feats.append(self.model(batch).double().cpu())
+        return torch.cat(feats)
+
+
+def fid(samples: Tensor, reference: Tensor, extractor: InceptionFeatures, stats_path: Path | None) -> float:
+    """FID of samples against the reference set; the reference statistics are cached at `stats_path`."""
+    from cleanfid.fid import frechet_distance as fd
+
+    from .checkpoint import load_torch, save_torch
+
+    if stats_path is not None and stats_path.exists():
+        ref = load_torch(stats_path)
+        mu_r, cov_r = ref["mu"].numpy(), ref["sigma"].numpy()
+    else:
+        mu_r, cov_r = _gaussian(extractor(reference))
+        if stats_path is not None:
+            save_torch(stats_path, {"mu": torch.from_numpy(mu_r), "sigma": torch.from_numpy(cov_r),
+                                    "config": {"n": len(reference)}})
+    return float(fd(*_gaussian(extractor(samples)), mu_r, cov_r))
+
+
+def _gaussian(f: Tensor):
+    f = f.double().numpy()
+    return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))

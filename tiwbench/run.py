@@ -234,6 +234,11 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
     metrics[f"fd_{data.feature_space}"] = evaluate.frechet_distance(data.features(samples),
                                                                     data.features(data.x_eval))
     metrics["attr_acc"] = float((data.attribute(data.x_eval) == data.eval_labels).double().mean())
+    inception = evaluate.inception_folder() if samples.ndim == 4 else None
+    if inception is not None:  # real FID only with clean-fid's own Inception weights
+        key = hashlib.sha256(json.dumps([cfg.dataset, cfg.dataset_options, len(data.x_eval)]).encode())
+        stats = results / "_cache" / f"fid-stats-{cfg.dataset}-{key.hexdigest()[:8]}.pt"
+        metrics["fid"] = evaluate.fid(samples, data.x_eval, evaluate.InceptionFeatures(inception, dev), stats)
     record = {"config": asdict(cfg), "metrics": metrics, "shares": shares,
               "target_shares": [float(s) for s in data.target_shares],
               "feature_space": data.feature_space, "ratio_source": cfg.ratio,

@@ -1,0 +1,36 @@
+"""An interrupted `tiwbench run`, run again, ends with the metrics of an uninterrupted run."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+
+def command(results):
+    return [sys.executable, "-m", "tiwbench", "run", "--method", "tiw_dsm", "--dataset", "gmm2d",
+            "--ref", "0.05", "--steps", "1500", "--ratio-steps", "100", "--num-samples", "500",
+            "--sample-steps", "8", "--results", str(results)]
+
+
+def metrics(results):
+    (path,) = results.glob("*/metrics.json")
+    return json.loads(path.read_text())["metrics"]
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    proc = subprocess.Popen(command(a), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(a.glob("_ratios/*.pt")) and time.time() < deadline:  # score training has begun
+        time.sleep(0.1)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "Traceback" not in err
+    (ckpt,) = a.glob("*/checkpoint.pt")
+    assert not list(a.glob("*/metrics.json"))
+    subprocess.run(command(a), check=True, capture_output=True)
+    subprocess.run(command(b), check=True, capture_output=True)
+    assert metrics(a) == metrics(b)
