@@ -152,6 +152,36 @@ def table(
     typer.echo(text, nl=False)
 
 
+@app.command()
+@user_errors
+def plot(
+    dataset: str = typer.Option(..., help="Dataset whose runs to plot."),
+    results: Path = ResultsOpt,
+    out: Optional[Path] = typer.Option(None, help="Folder for the PNG files [results/<dataset>]."),
+):
+    """Figures: metric vs reference size, bias–quality over α, ratio error vs σ, sample grids."""
+    from .plot import all_figures
+    from .results import load_records, long_table
+
+    records = load_records(results)
+    for path in all_figures(records, long_table(records, dataset), dataset, out or Path("results") / dataset):
+        typer.echo(str(path))
+
+
+@app.command()
+@user_errors
+def report(
+    dataset: str = typer.Option(..., help="Dataset to report on."),
+    results: Path = ResultsOpt,
+    out: Optional[Path] = typer.Option(None, help="Output folder [results/<dataset>]."),
+):
+    """Write table.md, the long table.csv, the figures and a self-contained report.html."""
+    from .report import write_report
+
+    for path in write_report(results, dataset, out or Path("results") / dataset):
+        typer.echo(str(path))
+
+
 @app.command("list")
 @user_errors
 def list_():

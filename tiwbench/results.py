@@ -23,7 +23,7 @@ def load_records(results: Path) -> list[dict]:
     records = []
     for path in sorted(results.glob("*/metrics.json")):
         try:
-            records.append(json.loads(path.read_text()))
+            records.append({**json.loads(path.read_text()), "run_dir": str(path.parent)})
         except (OSError, json.JSONDecodeError) as e:
             raise TiwbenchError(f"cannot read the run record {path}: {e}") from e
     return records
@@ -159,3 +159,33 @@ def ratio_error_markdown(df: pd.DataFrame) -> str:
                   for s, row in zip(wide.index, wide.to_numpy())]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+def reproduce_command(records: list[dict], dataset: str) -> str:
+    """The `tiwbench sweep` command that makes (a superset of) these records."""
+    runs = [r["config"] for r in records if r["config"]["dataset"] == dataset]
+    if not runs:
+        raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
+    join = lambda key: ",".join(f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+                                for v in sorted({c[key] for c in runs}))
+    parts = [f"tiwbench sweep --dataset {dataset}", f"--methods {join('method')}", f"--refs {join('ref')}",
+             f"--seeds {join('seed')}"]
+    if {c["alpha"] for c in runs} != {1.0}:
+        parts.append(f"--alphas {join('alpha')}")
+    if {c["ratio"] for c in runs} == {"oracle"} or {c["ratio"] for c in runs} == {"oracle", "none"}:
+        parts.append("--ratio oracle")
+    from dataclasses import fields
+
+    from . import registry
+    from .run import RunConfig
+
+    defaults = {f.name: f.default for f in fields(RunConfig)} | registry.load("dataset", dataset).defaults
+    for key in ("steps", "batch_size", "lr", "ratio_steps", "sample_steps", "num_samples", "net"):
+        relevant = [c for c in runs if not key.startswith("ratio_") or c["ratio"] != "none"]
+        values = {c.get(key, defaults.get(key)) for c in relevant}
+        if len(values) == 1 and (v := values.pop()) != defaults.get(key):
+            parts.append(f"--{key.replace('_', '-')} {v:g}" if isinstance(v, float) else f"--{key.replace('_', '-')} {v}")
+    for k, v in {tuple(o) for c in runs for o in c.get("dataset_options", [])}:
+        parts.append(f"--dataset-option {k}={v}")
+    return " ".join(parts)
+

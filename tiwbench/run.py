@@ -200,6 +200,7 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
     if record_path.exists():
         console.print(f"already finished: {folder}")
         return json.loads(record_path.read_text())
+    started = time.perf_counter()
     check_writable(folder)
     write_json(folder / "config.json", asdict(cfg))
     dev = resolve_device(device)
@@ -251,6 +252,7 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
         metrics.update(scalars)
         record.update(curves)
     save_samples_figure(samples, folder / "samples.png")
+    timing["total_s"] = time.perf_counter() - started
     write_json(record_path, record)
     (folder / "checkpoint.pt").unlink(missing_ok=True)  # the record is final; keep the folder small
     return record

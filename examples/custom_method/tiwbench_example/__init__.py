@@ -1,0 +1,1 @@
+"""An example tiwbench plugin package."""

@@ -1,0 +1,29 @@
+"""The example plugin package installs with pip and runs through `tiwbench run` and `table`."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tiwbench.cli import app
+
+from conftest import FAST
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_method"
+
+
+def test_example_plugin_installs_registers_and_runs(tmp_path, monkeypatch):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
+    monkeypatch.syspath_prepend(str(target))
+    runner = CliRunner()
+    out = runner.invoke(app, ["list"])
+    assert "tiw_dsm_clip" in out.output and "clipped at 5" in out.output
+    res = tmp_path / "runs"
+    out = runner.invoke(app, ["run", "--method", "tiw_dsm_clip", "--dataset", "gmm2d", "--ref", "0.05",
+                              "--results", str(res), *FAST])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["table", "--results", str(res)])
+    assert out.exit_code == 0 and "| tiw_dsm_clip |" in out.output

@@ -1,0 +1,136 @@
+"""Figures from run records (matplotlib, PNG): metric vs reference size, the bias–quality
+trade-off over α (the paper's Figure 7), ratio error vs σ (Figure 2), sample grids side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import TiwbenchError
+from .results import ratio_error_table
+
+COLORS = {"dsm_obs": "tab:gray", "dsm_ref": "tab:green", "iw_dsm": "tab:orange",
+          "tiw_dsm": "tab:blue", "tiw_nocorr": "tab:purple"}
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _label_lines(ax, lines) -> None:
+    """Name each line at its right end, so no legend has to be hunted for."""
+    for x, y, text, color in lines:
+        ax.annotate(text, (x, y), xytext=(4, 0), textcoords="offset points", va="center",
+                    fontsize=8, color=color)
+
+
+def metric_vs_ref(long: pd.DataFrame, dataset: str, metric: str, out: Path) -> Path | None:
+    d = long[(long.dataset == dataset) & (long.metric == metric) & (long.alpha == 1)]
+    if d.ref.nunique() < 2:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ends = []
+    for method, g in d.groupby("method"):
+        g = g.sort_values("ref")
+        color = COLORS.get(method.split("+")[0])
+        line = ax.errorbar(g.ref, g["mean"], yerr=g["std"], marker="o", capsize=3, color=color, label=method)
+        ends.append((g.ref.iloc[-1], g["mean"].iloc[-1], method, line[0].get_color()))
+    _label_lines(ax, ends)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(d.ref.unique()), [f"{r:g}" for r in sorted(d.ref.unique())])
+    ax.set_xlabel("reference size |D_ref| / |D_bias|")
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.set_title(f"{dataset}: {metric} by reference size")
+    ax.legend(fontsize=8, frameon=False)
+    return _save(fig, out / f"{metric}_vs_ref.png")
+
+
+def alpha_tradeoff(long: pd.DataFrame, dataset: str, out: Path) -> Path | None:
+    d = long[long.dataset == dataset]
+    metrics = set(d.metric.unique())
+    quality = "fid" if "fid" in metrics else next((m for m in sorted(metrics) if m.startswith("fd_")), None)
+    if quality is None:
+        return None
+    wide = d.pivot_table(index=["method", "ref", "alpha"], columns="metric", values="mean").reset_index()
+    wide = wide[wide.groupby(["method", "ref"]).alpha.transform("nunique") > 1]
+    if wide.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (method, ref), g in wide.groupby(["method", "ref"]):
+        g = g.sort_values("alpha")
+        line, = ax.plot(g[quality], g["bias_l2"], marker="o", color=COLORS.get(method),
+                        label=f"{method} (ref {ref:g})")
+        for _, row in g.iterrows():
+            ax.annotate(f"α={row.alpha:g}", (row[quality], row["bias_l2"]), xytext=(3, 3),
+                        textcoords="offset points", fontsize=7, color=line.get_color())
+    ax.set_xlabel(f"{quality} (lower is better)")
+    ax.set_ylabel("bias_l2 (lower is better)")
+    ax.set_title(f"{dataset}: bias–quality trade-off over α")
+    ax.legend(fontsize=8, frameon=False)
+    return _save(fig, out / "alpha_tradeoff.png")
+
+
+def ratio_error_vs_sigma(records: list[dict], dataset: str, out: Path) -> Path | None:
+    try:
+        df = ratio_error_table(records, dataset)
+    except TiwbenchError:  # no trained ratio on a dataset with an exact one
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    styles = {"time_dependent": "-", "time_independent": "--"}
+    ends = []
+    for (kind, ref), g in df.groupby(["ratio", "ref"]):
+        line, = ax.plot(g.sigma, g.log_r_rmse, styles.get(kind, ":"), marker=".", label=f"{kind}, ref {ref:g}")
+        ends.append((g.sigma.iloc[-1], g.log_r_rmse.iloc[-1], f"{kind.split('_')[1]} {ref:g}", line.get_color()))
+    _label_lines(ax, ends)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("σ")
+    ax.set_ylabel("RMSE of log r vs exact")
+    ax.set_title(f"{dataset}: density-ratio error by noise level")
+    ax.legend(fontsize=8, frameon=False)
+    return _save(fig, out / "ratio_error_vs_sigma.png")
+
+
+def sample_grids(records: list[dict], dataset: str, out: Path, seed: int = 0) -> Path | None:
+    """Each method's samples.png at the smallest reference size, side by side."""
+    runs = [r for r in records if r["config"]["dataset"] == dataset and r["config"]["seed"] == seed
+            and r["config"]["alpha"] == 1]
+    if not runs:
+        return None
+    ref = min(r["config"]["ref"] for r in runs)
+    runs = sorted((r for r in runs if r["config"]["ref"] == ref), key=lambda r: r["config"]["method"])
+    images = [(r["config"]["method"], Path(r["run_dir"]) / "samples.png") for r in runs]
+    images = [(m, p) for m, p in images if p.exists()]
+    if not images:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.3), squeeze=False)
+    for ax, (method, path) in zip(axes[0], images):
+        ax.imshow(plt.imread(path))
+        ax.set_title(method, fontsize=10)
+        ax.axis("off")
+    fig.suptitle(f"{dataset}: samples at ref {ref:g}, seed {seed}")
+    return _save(fig, out / "samples.png")
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def all_figures(records: list[dict], long: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
+    """Every figure that the records support; returns the files written."""
+    made = [metric_vs_ref(long, dataset, m, out) for m in sorted(long[long.dataset == dataset].metric.unique())
+            if m.startswith(("bias_l2", "fd_", "fid"))]
+    made += [alpha_tradeoff(long, dataset, out), ratio_error_vs_sigma(records, dataset, out),
+             sample_grids(records, dataset, out)]
+    return [p for p in made if p is not None]

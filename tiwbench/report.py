@@ -1,0 +1,82 @@
+"""One self-contained HTML page per dataset: tables, figures (inlined), commands and versions."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from .results import lower_is_better, ratio_error_markdown, ratio_error_table, reproduce_command, wide_tables
+from .errors import TiwbenchError
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+code,pre{background:#f5f5f5;padding:.2em .4em}pre{white-space:pre-wrap}"""
+
+
+def _table_html(cells: pd.DataFrame, best: pd.DataFrame) -> str:
+    head = "".join(f"<th>ref {c:g}</th>" for c in cells.columns)
+    body = "".join(
+        "<tr><td>" + html.escape(str(row)) + "</td>" + "".join(
+            f"<td>{'<b>' if best.loc[row, c] else ''}{html.escape(v)}{'</b>' if best.loc[row, c] else ''}</td>"
+            for c, v in cells.loc[row].items()) + "</tr>" for row in cells.index)
+    return f"<table><tr><th>method</th>{head}</tr>{body}</table>"
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures: list[Path]) -> str:
+    """The page's HTML; figures are embedded as data URIs so the file stands alone."""
+    runs = [r for r in records if r["config"]["dataset"] == dataset]
+    if not runs:
+        raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
+    versions = sorted({tuple(sorted(r.get("versions", {}).items())) for r in runs})
+    devices = sorted({r.get("device", "?") for r in runs})
+    parts = [f"<h1>tiwbench — {html.escape(dataset)}</h1>",
+             f"<p>{len(runs)} finished runs. Reproduce the runs, then this page:</p>",
+             f"<pre>{html.escape(reproduce_command(records, dataset))}\n"
+             f"tiwbench report --dataset {html.escape(dataset)}</pre>",
+             "<p>Cells: mean ± std over seeds (n); best per column in bold.</p>"]
+    for _, metric, cells, best in wide_tables(long[long.dataset == dataset]):
+        note = "" if metric == "attr_acc" else f" ({'lower' if lower_is_better(metric) else 'higher'} is better)"
+        parts += [f"<h2>{html.escape(metric)}{note}</h2>", _table_html(cells, best)]
+    try:
+        ratio = ratio_error_markdown(ratio_error_table(records, dataset))
+        parts += ["<h2>Density-ratio error by σ</h2>", f"<pre>{html.escape(ratio)}</pre>"]
+    except TiwbenchError:
+        pass
+    parts += ["<h2>Figures</h2>"] + [_image(p) for p in figures]
+    parts += ["<h2>Environment</h2>", "<ul>" + "".join(
+        f"<li>{html.escape(', '.join(f'{k} {v}' for k, v in v_))}</li>" for v_ in versions) + "</ul>",
+        f"<p>devices: {html.escape(', '.join(devices))}</p>"]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>tiwbench {html.escape(dataset)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(results: Path, dataset: str, out: Path) -> list[Path]:
+    """Everything a dataset's results folder holds: table.md, table.csv, figures, report.html."""
+    from .plot import all_figures
+    from .results import load_records, long_table, render
+
+    records = load_records(results)
+    long = long_table(records, dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    command = reproduce_command(records, dataset)
+    md = (f"# {dataset}\n\nMade by `tiwbench report --dataset {dataset}` from the runs of\n"
+          f"`{command}`\n(mean ± std over seeds, n in parentheses).\n\n" + render(long, "md"))
+    try:
+        md += "\n" + ratio_error_markdown(ratio_error_table(records, dataset))
+    except TiwbenchError:
+        pass
+    written = [out / "table.md", out / "table.csv"]
+    written[0].write_text(md)
+    written[1].write_text(render(long, "csv"))
+    figures = all_figures(records, long, dataset, out)
+    (out / "report.html").write_text(render_report(records, long, dataset, figures))
+    return written + figures + [out / "report.html"]
