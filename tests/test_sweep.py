@@ -82,3 +82,18 @@ def test_killed_sweep_restarts_without_losing_runs(tmp_path):
         return runner.invoke(app, ["table", "--results", str(folder), "--format", "csv"]).output
 
     assert table(tmp_path / "a") == table(tmp_path / "b")
+
+
+def test_submitit_jobs_group_runs_by_ref_and_seed(tmp_path):
+    """One job per (ref, seed); with submitit's debug cluster the jobs run here, no Slurm needed."""
+    from tiwbench.sweep import group_by_data, plan, submit
+
+    configs = plan("gmm2d", ["dsm_obs", "tiw_dsm"], [0.05, 0.1], [0], [1.0], steps=50, ratio_steps=50,
+                   num_samples=200, sample_steps=4)
+    groups = group_by_data(configs)
+    assert [len(g) for g in groups] == [2, 2] and {g[0].ref for g in groups} == {0.05, 0.1}
+    jobs = submit(configs, tmp_path, device="cpu", slurm={"timeout_min": 5}, cluster="debug")
+    assert len(jobs) == 2
+    assert [j.result()["done"] for j in jobs] == [2, 2]
+    assert len(list(tmp_path.glob("*/metrics.json"))) == 4
+    assert submit(configs, tmp_path, cluster="debug") == []  # nothing left to do

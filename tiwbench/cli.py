@@ -106,11 +106,15 @@ def sweep(
     device: str = DeviceOpt,
     data_root: Optional[Path] = DataRootOpt,
     results: Path = ResultsOpt,
+    launcher: str = typer.Option("local", help="local (this process) or submitit (one Slurm job per ref and seed)."),
+    slurm_partition: Optional[str] = typer.Option(None, help="Slurm partition (submitit launcher)."),
+    slurm_time: int = typer.Option(240, help="Slurm time limit per job, minutes (submitit launcher)."),
+    slurm_gpus: int = typer.Option(1, help="GPUs per Slurm job (submitit launcher)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the planned run ids and stop."),
 ):
     """Run methods × reference sizes × seeds (× α); finished runs are skipped, failures reported."""
     from .run import parse_dataset_options
-    from .sweep import parse_list, plan, run_local
+    from .sweep import parse_list, plan, run_local, submit
 
     configs = plan(dataset, parse_list(methods, what="method"), parse_list(refs, float, "ref"),
                    parse_list(seeds, int, "seed"), parse_list(alphas, float, "alpha"), ratio=ratio,
@@ -120,6 +124,16 @@ def sweep(
     if dry_run:
         typer.echo("\n".join(c.run_id for c in configs))
         return
+    if launcher == "submitit":
+        slurm = {"timeout_min": slurm_time, "gpus_per_node": slurm_gpus}
+        if slurm_partition:
+            slurm["slurm_partition"] = slurm_partition
+        jobs = submit(configs, results, device=device, data_root=data_root, slurm=slurm)
+        typer.echo(f"sweep: submitted {len(jobs)} jobs for the unfinished runs of {len(configs)}: "
+                   + " ".join(j.job_id for j in jobs))
+        return
+    if launcher != "local":
+        fail(f"--launcher must be local or submitit, got {launcher!r}")
     out = run_local(configs, results, device=device, data_root=data_root)
     typer.echo(f"sweep: {len(configs)} runs, {out.done} run now, {out.skipped} already finished, "
                f"{len(out.failed)} failed")

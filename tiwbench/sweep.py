@@ -70,3 +70,39 @@ def run_local(configs: list[RunConfig], results: Path, device: str = "auto",
                 console.print(f"[red]failed[/red] {cfg.run_id}: {out.failed[-1][1]}")
             update(out.skipped + out.done + len(out.failed))
     return out
+
+
+def group_by_data(configs: list[RunConfig]) -> list[list[RunConfig]]:
+    """Configurations sharing dataset, options, ref and seed: one job each, so that the job
+    trains each ratio model once and its methods reuse it."""
+    groups: dict[tuple, list[RunConfig]] = {}
+    for c in configs:
+        groups.setdefault((c.dataset, c.dataset_options, c.ref, c.seed), []).append(c)
+    return list(groups.values())
+
+
+def _run_group(configs: list[RunConfig], results: Path, device: str, data_root: Path | None) -> dict:
+    """A Slurm job's body: run its configurations in order; returns the outcome as a dict."""
+    out = run_local(configs, results, device=device, data_root=data_root)
+    return {"done": out.done, "skipped": out.skipped, "failed": out.failed}
+
+
+def submit(configs: list[RunConfig], results: Path, device: str = "auto", data_root: Path | None = None,
+           slurm: dict | None = None, cluster: str | None = None) -> list:
+    """Send one submitit job per (ref, seed) group of unfinished runs; returns the jobs.
+
+    `slurm` holds submitit's parameters (timeout_min, slurm_partition, gpus_per_node, ...);
+    `cluster="debug"` runs the jobs in this process, for tests.
+    """
+    try:
+        import submitit
+    except ImportError as e:
+        raise TiwbenchError("--launcher submitit needs submitit: pip install 'tiwbench[slurm]'") from e
+    pending = [c for c in configs if not (results / c.run_id / "metrics.json").exists()]
+    groups = group_by_data(pending)
+    if not groups:
+        return []
+    executor = submitit.AutoExecutor(folder=results / "_submitit", cluster=cluster)
+    executor.update_parameters(name="tiwbench", **(slurm or {}))
+    n = len(groups)
+    return executor.map_array(_run_group, groups, [results] * n, [device] * n, [data_root] * n)
