@@ -29,6 +29,9 @@ DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:N, or auto.")
 DataRootOpt = typer.Option(None, envvar="TIWBENCH_DATA", help="Folder of local datasets.")
 DatasetOptionOpt = typer.Option(None, "--dataset-option", help="KEY=VALUE for the dataset recipe "
                                 "(e.g. imbalance=50, majority=0.9); repeatable.")
+PrecisionOpt = typer.Option("auto", help="fp32 | tf32 | bf16 | auto (bf16 on GPUs, fp32 on CPUs).")
+CompileOpt = typer.Option(None, "--compile/--no-compile", help="torch.compile the score network [on GPUs].")
+AccumOpt = typer.Option(None, help="Gradient-accumulation micro-batches per process [1].")
 NetOpt = typer.Option("", help="Score-network preset (images: tiny, ddpmpp32, ddpmpp64) [dataset default].")
 
 
@@ -65,22 +68,28 @@ def run(
     num_samples: Optional[int] = NumSamplesOpt,
     dataset_option: Optional[list[str]] = DatasetOptionOpt,
     net: str = NetOpt,
+    precision: str = PrecisionOpt,
+    compile: Optional[bool] = CompileOpt,
+    accum: Optional[int] = AccumOpt,
     device: str = DeviceOpt,
     data_root: Optional[Path] = DataRootOpt,
     results: Path = ResultsOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and stop."),
 ):
     """Train one method on one dataset and reference size, sample, evaluate and write its record."""
-    from .run import console, execute, parse_dataset_options, resolve_config
+    from .run import console, execute, parse_dataset_options, resolve_config, resolve_device, resolve_precision
 
     cfg = resolve_config(method, dataset, ref, ratio=ratio, seed=seed, alpha=alpha, steps=steps,
                          batch_size=batch_size, lr=lr, ratio_steps=ratio_steps,
-                         sample_steps=sample_steps, num_samples=num_samples, net=net,
-                         dataset_options=parse_dataset_options(dataset_option))
+                         sample_steps=sample_steps, num_samples=num_samples, net=net, accum=accum,
+                         dataset_options=parse_dataset_options(dataset_option),
+                         precision=resolve_precision(precision, resolve_device(device)))
     if dry_run:
         typer.echo(json.dumps({"run_id": cfg.run_id, **asdict(cfg)}, indent=2))
         return
-    record = execute(cfg, results, device=device, data_root=data_root)
+    record = execute(cfg, results, device=device, data_root=data_root, compile=compile)
+    if not record:  # a torchrun process other than the first
+        return
     m = record["metrics"]
     console.print(f"[bold]{cfg.run_id}[/bold]  " + "  ".join(f"{k}={v:.4g}" for k, v in m.items()))
     console.print(f"record: {results / cfg.run_id / 'metrics.json'}")
@@ -103,6 +112,9 @@ def sweep(
     num_samples: Optional[int] = NumSamplesOpt,
     dataset_option: Optional[list[str]] = DatasetOptionOpt,
     net: str = NetOpt,
+    precision: str = PrecisionOpt,
+    compile: Optional[bool] = CompileOpt,
+    accum: Optional[int] = AccumOpt,
     device: str = DeviceOpt,
     data_root: Optional[Path] = DataRootOpt,
     results: Path = ResultsOpt,
@@ -113,14 +125,15 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the planned run ids and stop."),
 ):
     """Run methods × reference sizes × seeds (× α); finished runs are skipped, failures reported."""
-    from .run import parse_dataset_options
+    from .run import parse_dataset_options, resolve_device, resolve_precision
     from .sweep import parse_list, plan, run_local, submit
 
     configs = plan(dataset, parse_list(methods, what="method"), parse_list(refs, float, "ref"),
                    parse_list(seeds, int, "seed"), parse_list(alphas, float, "alpha"), ratio=ratio,
                    steps=steps, batch_size=batch_size, lr=lr, ratio_steps=ratio_steps,
-                   sample_steps=sample_steps, num_samples=num_samples, net=net,
-                   dataset_options=parse_dataset_options(dataset_option))
+                   sample_steps=sample_steps, num_samples=num_samples, net=net, accum=accum,
+                   dataset_options=parse_dataset_options(dataset_option),
+                   precision=resolve_precision(precision, resolve_device(device)))
     if dry_run:
         typer.echo("\n".join(c.run_id for c in configs))
         return
@@ -128,13 +141,13 @@ def sweep(
         slurm = {"timeout_min": slurm_time, "gpus_per_node": slurm_gpus}
         if slurm_partition:
             slurm["slurm_partition"] = slurm_partition
-        jobs = submit(configs, results, device=device, data_root=data_root, slurm=slurm)
+        jobs = submit(configs, results, device=device, data_root=data_root, slurm=slurm, compile=compile)
         typer.echo(f"sweep: submitted {len(jobs)} jobs for the unfinished runs of {len(configs)}: "
                    + " ".join(j.job_id for j in jobs))
         return
     if launcher != "local":
         fail(f"--launcher must be local or submitit, got {launcher!r}")
-    out = run_local(configs, results, device=device, data_root=data_root)
+    out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
     typer.echo(f"sweep: {len(configs)} runs, {out.done} run now, {out.skipped} already finished, "
                f"{len(out.failed)} failed")
     for run_id, message in out.failed:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import dist
 from .diffusion import SIGMA_MAX, SIGMA_MIN, DenoiseFn, heun_sample, to_model_space
 from .ratio import DensityRatio, log_r_and_grad
 
@@ -18,13 +19,16 @@ from .ratio import DensityRatio, log_r_and_grad
 def generate(denoise: DenoiseFn, n: int, shape: tuple[int, ...], steps: int, seed: int,
              device="cpu", chunk: int = 10_000,
              on_chunk: Callable[[int], None] = lambda done: None) -> Tensor:
-    """n samples by the deterministic Heun sampler from seeded latents, in chunks; on the CPU."""
+    """n samples by the deterministic Heun sampler from seeded latents, in chunks, returned on the
+    CPU. Under torchrun each process samples its share of every chunk and all get the whole."""
     gen = torch.Generator().manual_seed(seed)
-    out = []
+    out, w = [], dist.world()
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        latents = torch.randn((m, *shape), generator=gen).to(device)
-        out.append(heun_sample(denoise, latents, steps).cpu())
+        latents = torch.randn((m, *shape), generator=gen)
+        latents = torch.cat([latents, latents[:(-m) % w]])  # pad to a multiple of the processes
+        mine = heun_sample(denoise, latents.chunk(w)[dist.rank()].to(device), steps)
+        out.append(dist.gather_rows(mine)[:m].cpu())
         on_chunk(start + m)
     return torch.cat(out)
 

@@ -8,23 +8,24 @@ import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from . import __version__, evaluate, registry
+from . import __version__, dist, evaluate, registry
 from .checkpoint import load_torch, save_torch, write_json
 from .datasets.base import BenchmarkData, DatasetRecipe
 from .diffusion import Denoiser
 from .errors import TiwbenchError
 from .methods.base import Method
 from .ratio import DensityRatio, LearnedRatio, RatioTrainConfig, train_ratio
-from .train import TrainConfig, train_score
+from .train import TrainConfig, autocast, train_score
 
 RATIO_SOURCES = ("trained", "oracle")
+PRECISIONS = ("fp32", "tf32", "bf16")
 console = Console(stderr=True)
 
 
@@ -40,6 +41,8 @@ class RunConfig:
     ratio: str = "trained"  # trained | oracle | none (the method uses no ratio)
     dataset_options: tuple[tuple[str, str], ...] = ()  # constructor options of the recipe
     net: str = ""  # score-network preset; "" = the dataset's default
+    precision: str = "fp32"  # fp32 | tf32 | bf16 (autocast, fp32 master weights)
+    accum: int = 1  # gradient-accumulation micro-batches per process
     steps: int = 4000
     batch_size: int = 512
     lr: float = 1e-3
@@ -52,12 +55,16 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        """Hash of the fields that differ from their defaults (the first three always count), so
+        that a field added later with a default keeps existing runs' names."""
+        identity = {f.name: getattr(self, f.name) for f in fields(self)
+                    if f.default is MISSING or getattr(self, f.name) != f.default}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.dataset}-{self.method}-ref{self.ref:g}-a{self.alpha:g}-s{self.seed}-{digest}"
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                           ema_decay=self.ema_decay)
+                           ema_decay=self.ema_decay, accum=self.accum)
 
     def ratio_config(self) -> RatioTrainConfig:
         return RatioTrainConfig(self.ratio_steps, self.ratio_batch_size, self.ratio_lr)
@@ -100,6 +107,8 @@ def resolve_config(method: str, dataset: str, ref: float, ratio: str = "trained"
     for key in ("steps", "num_samples", "ratio_steps", "batch_size"):
         if key in values and values[key] < 1:
             raise TiwbenchError(f"--{key.replace('_', '-')} must be >= 1, got {values[key]}")
+    if values.get("precision", "fp32") not in PRECISIONS:
+        raise TiwbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got {values['precision']!r}")
     if values.get("sample_steps", 2) < 2:
         raise TiwbenchError("--sample-steps must be >= 2")
     cfg = RunConfig(method=method, dataset=dataset, ref=ref,
@@ -136,6 +145,11 @@ def progress_bar(description: str, total: int) -> Iterator:
             _live.pop()
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is bf16 on GPUs and fp32 elsewhere; it is resolved before the run's identity is set."""
+    return ("bf16" if device.type == "cuda" else "fp32") if precision == "auto" else precision
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -170,16 +184,18 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest}.pt"
     torch.manual_seed(cfg.seed)
     model = LearnedRatio(recipe.ratio_net(), data.sigma_data, time_dependent).to(device)
-    if path.exists():
+    trained_here = False
+    if not path.exists() and dist.is_main():  # other processes wait, then read the cache
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        with progress_bar(f"ratio ({kind})", cfg.ratio_steps) as update:
+            train_ratio(model, data.x_bias, data.x_ref, cfg.ratio_config(), gen, on_step=update)
+        save_torch(path, {"model": model.state_dict(), "config": key})
+        trained_here = True
+    dist.barrier()
+    if not trained_here:
         model.load_state_dict(load_torch(path, expect=key)["model"])
         model.requires_grad_(False).eval()
         console.print(f"reusing the cached {kind} ratio model {path}")
-        return model
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    with progress_bar(f"ratio ({kind})", cfg.ratio_steps) as update:
-        train_ratio(model, data.x_bias, data.x_ref, cfg.ratio_config(), gen,
-                    on_step=update)
-    save_torch(path, {"model": model.state_dict(), "config": key})
     return model
 
 
@@ -193,17 +209,27 @@ def training_set(method: Method, data: BenchmarkData) -> tuple[torch.Tensor, flo
     return x, len(data.x_ref) / len(x)
 
 
-def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path | None = None) -> dict:
-    """Run `cfg` unless its record exists; return the record. Interrupted runs resume."""
+def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path | None = None,
+            compile: bool | None = None) -> dict:
+    """Run `cfg` unless its record exists; return the record. Interrupted runs resume.
+
+    Under torchrun every process trains on its slice of each batch and samples its share;
+    process 0 evaluates and writes (the other processes return an empty dict).
+    `compile` (default: on GPUs) applies torch.compile to the score network.
+    """
     folder = results / cfg.run_id
     record_path = folder / "metrics.json"
     if record_path.exists():
         console.print(f"already finished: {folder}")
         return json.loads(record_path.read_text())
     started = time.perf_counter()
-    check_writable(folder)
-    write_json(folder / "config.json", asdict(cfg))
-    dev = resolve_device(device)
+    dev = dist.init_from_env(resolve_device(device))
+    if dist.is_main():
+        check_writable(folder)
+        write_json(folder / "config.json", asdict(cfg))
+    dist.barrier()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.precision == "tf32"
+    compile = dev.type == "cuda" if compile is None else compile
     method = registry.get_method(cfg.method)
     recipe = registry.get_dataset(cfg.dataset, **dict(cfg.dataset_options))
     data = recipe.build(cfg.ref, cfg.seed, data_root, cache_dir=results / "_cache")
@@ -221,14 +247,17 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
     x_train, pi = training_set(method, data)
     with progress_bar(f"score ({cfg.method})", cfg.steps) as update:
         ema = train_score(method, denoiser, x_train, pi, ratio_model, cfg.alpha, cfg.train_config(),
-                          cfg.seed, folder / "checkpoint.pt", on_step=update)
+                          cfg.seed, folder / "checkpoint.pt", on_step=update, precision=cfg.precision,
+                          compile=compile)
     timing["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    with progress_bar("sampling", cfg.num_samples) as update:
+    with progress_bar("sampling", cfg.num_samples) as update, autocast(dev, cfg.precision):
         samples = evaluate.generate(ema, cfg.num_samples, tuple(data.x_bias.shape[1:]), cfg.sample_steps,
                                     seed=cfg.seed + 2, device=dev, on_chunk=update)
     timing["sample_s"] = time.perf_counter() - t0
+    if not dist.is_main():
+        return {}
 
     metrics = evaluate.bias_metrics(data.attribute(samples), data.target_shares)
     shares = metrics.pop("shares")
@@ -246,7 +275,7 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
               "ratio_kind": method.ratio, "timing": timing,
               "versions": {"tiwbench": __version__, "torch": torch.__version__,
                            "python": platform.python_version()},
-              "device": str(dev)}
+              "device": str(dev), "processes": dist.world()}
     if ratio_model is not None:
         scalars, curves = ratio_diagnostics(ratio_model, data, pi, cfg.seed)
         metrics.update(scalars)

@@ -44,7 +44,7 @@ class SweepOutcome:
 
 
 def run_local(configs: list[RunConfig], results: Path, device: str = "auto",
-              data_root: Path | None = None) -> SweepOutcome:
+              data_root: Path | None = None, compile: bool | None = None) -> SweepOutcome:
     """Run each configuration in this process, one after the other."""
     out = SweepOutcome()
     pending = [c for c in configs if not (results / c.run_id / "metrics.json").exists()]
@@ -59,7 +59,7 @@ def run_local(configs: list[RunConfig], results: Path, device: str = "auto",
                           f"(done {out.done + out.skipped}, failed {len(out.failed)}, left {left}{eta})")
             t0 = time.perf_counter()
             try:
-                execute(cfg, results, device=device, data_root=data_root)
+                execute(cfg, results, device=device, data_root=data_root, compile=compile)
                 out.done += 1
                 times.append(time.perf_counter() - t0)
             except Interrupted:
@@ -81,14 +81,15 @@ def group_by_data(configs: list[RunConfig]) -> list[list[RunConfig]]:
     return list(groups.values())
 
 
-def _run_group(configs: list[RunConfig], results: Path, device: str, data_root: Path | None) -> dict:
+def _run_group(configs: list[RunConfig], results: Path, device: str, data_root: Path | None,
+               compile: bool | None) -> dict:
     """A Slurm job's body: run its configurations in order; returns the outcome as a dict."""
-    out = run_local(configs, results, device=device, data_root=data_root)
+    out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
     return {"done": out.done, "skipped": out.skipped, "failed": out.failed}
 
 
 def submit(configs: list[RunConfig], results: Path, device: str = "auto", data_root: Path | None = None,
-           slurm: dict | None = None, cluster: str | None = None) -> list:
+           slurm: dict | None = None, cluster: str | None = None, compile: bool | None = None) -> list:
     """Send one submitit job per (ref, seed) group of unfinished runs; returns the jobs.
 
     `slurm` holds submitit's parameters (timeout_min, slurm_partition, gpus_per_node, ...);
@@ -105,4 +106,4 @@ def submit(configs: list[RunConfig], results: Path, device: str = "auto", data_r
     executor = submitit.AutoExecutor(folder=results / "_submitit", cluster=cluster)
     executor.update_parameters(name="tiwbench", **(slurm or {}))
     n = len(groups)
-    return executor.map_array(_run_group, groups, [results] * n, [device] * n, [data_root] * n)
+    return executor.map_array(_run_group, groups, [results] * n, [device] * n, [data_root] * n, [compile] * n)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from . import dist
 from .checkpoint import load_torch, save_torch
 from .diffusion import Batch, Denoiser, sample_training_sigma, to_model_space
 from .errors import Interrupted, TiwbenchError
@@ -21,26 +24,35 @@ from .signals import stop_requests
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int
-    batch_size: int
+    batch_size: int  # the global batch, over all processes
     lr: float = 1e-3
     ema_decay: float = 0.999
     warmup: int = 0  # linear learning-rate warm-up, in steps
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     checkpoint_every: int = 1000
+    accum: int = 1  # micro-batches per process and step (gradient accumulation)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast (fp32 master weights) or nothing; TF32 is a global switch set by the caller."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                 ratio_model: DensityRatio | None, alpha: float, cfg: TrainConfig, seed: int,
-                ckpt_path: Path, on_step: Callable[[int], None] = lambda step: None) -> AveragedModel:
+                ckpt_path: Path, on_step: Callable[[int], None] = lambda step: None,
+                precision: str = "fp32", compile: bool = False) -> AveragedModel:
     """Minimise the mean of `method.loss` over draws from `x_train`; returns the EMA denoiser.
 
-    Resumes from `ckpt_path` when it holds a checkpoint of this configuration, checkpoints every
+    Every process draws the same global batch from one seeded generator and takes its slice
+    (dist.local_slice), so the run does not depend on the number of processes. Resumes from
+    `ckpt_path` when it holds a checkpoint of this configuration, checkpoints every
     `cfg.checkpoint_every` steps, at the end, and on SIGINT/SIGTERM (then raises Interrupted).
     """
     device = next(denoiser.parameters()).device
     x_train = x_train.to(device)
     ema = AveragedModel(denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    opt = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr, fused=device.type == "cuda")
     gen = torch.Generator().manual_seed(seed)
     step = 0
     if ckpt_path.exists():
@@ -50,32 +62,46 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
         opt.load_state_dict(state["opt"])
         gen.set_state(state["rng"])
         step = state["step"]
+    model = DistributedDataParallel(denoiser) if dist.world() > 1 else denoiser
+    if compile:
+        model = torch.compile(model)
+    model.precond = denoiser.precond  # methods read λ(σ) from it; wrappers do not forward it
+    mine = dist.local_slice(cfg.batch_size)
+    if (mine.stop - mine.start) % cfg.accum:
+        raise TiwbenchError(f"the per-process batch {mine.stop - mine.start} must be divisible by accum {cfg.accum}")
 
     def save() -> None:
-        save_torch(ckpt_path, {"model": denoiser.state_dict(), "ema": ema.state_dict(),
-                               "opt": opt.state_dict(), "rng": gen.get_state(), "step": step,
-                               "config": asdict(cfg)})
+        if dist.is_main():
+            save_torch(ckpt_path, {"model": denoiser.state_dict(), "ema": ema.state_dict(),
+                                   "opt": opt.state_dict(), "rng": gen.get_state(), "step": step,
+                                   "config": asdict(cfg)})
 
     on_step(step)
     denoiser.train()
     with stop_requests() as stop:
         while step < cfg.steps:
-            if stop:
+            if dist.any_rank(bool(stop)):
                 save()
                 raise Interrupted(f"interrupted at step {step}/{cfg.steps}; checkpoint saved to "
                                   f"{ckpt_path}; run the same command again to resume")
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
-            idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen)
+            idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen)[mine]
+            sigma = sample_training_sigma(cfg.batch_size, gen)[mine].to(device)
+            noise = torch.randn((cfg.batch_size, *x_train.shape[1:]), generator=gen)[mine].to(device)
             x0 = to_model_space(x_train[idx.to(device)])
-            sigma = sample_training_sigma(cfg.batch_size, gen).to(device)
-            noise = torch.randn(x0.shape, generator=gen).to(device)
-            loss = method.loss(Batch(x0, sigma, noise, pi), denoiser, ratio_model, alpha).mean()
-            if not torch.isfinite(loss):
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for k, micro in enumerate(torch.arange(len(idx)).chunk(cfg.accum)):
+                sync = k == cfg.accum - 1 or not isinstance(model, DistributedDataParallel)
+                with (nullcontext() if sync else model.no_sync()), autocast(device, precision):
+                    batch = Batch(x0[micro], sigma[micro], noise[micro], pi)
+                    loss = method.loss(batch, model, ratio_model, alpha).float().mean() / cfg.accum
+                loss.backward()
+                total += loss.detach()
+            if not torch.isfinite(total):
                 raise TiwbenchError(f"non-finite loss at step {step}; the last good checkpoint "
                                     f"is kept at {ckpt_path}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.grad_clip)
             opt.step()

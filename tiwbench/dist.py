@@ -1,0 +1,67 @@
+"""Several processes through torchrun (DDP): the global batch is drawn identically on every rank
+and each rank takes its slice, so N processes reproduce the one-process run up to float noise."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from .errors import TiwbenchError
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if world() > 1 else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device: torch.device) -> torch.device:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); on CUDA each rank takes the
+    GPU of its LOCAL_RANK. Returns the device this rank computes on."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def local_slice(n: int) -> slice:
+    """This rank's part of a global batch of n."""
+    w, r = world(), rank()
+    if n % w:
+        raise TiwbenchError(f"the batch size {n} must be divisible by the number of processes ({w})")
+    return slice(r * n // w, (r + 1) * n // w)
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if it is true on one (e.g. a stop request), so all stop together."""
+    if world() == 1:
+        return flag
+    t = torch.tensor([float(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate equal-sized per-rank tensors in rank order (on every rank)."""
+    if world() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def barrier() -> None:
+    if world() > 1:
+        dist.barrier()
