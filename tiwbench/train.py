@@ -38,6 +38,45 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+class TrainStep:
+    """One optimisation step of `method.loss` on this process's part of a batch: forward under
+    autocast, backward (DDP-synchronised, optionally accumulated), clipping, Adam, EMA.
+    Shared by the trainer and bench/throughput.py."""
+
+    def __init__(self, method: Method, denoiser: Denoiser, ratio_model: DensityRatio | None,
+                 alpha: float, pi: float, cfg: TrainConfig, precision: str = "fp32", compile: bool = False):
+        self.device = next(denoiser.parameters()).device
+        self.method, self.denoiser, self.ratio_model = method, denoiser, ratio_model
+        self.alpha, self.pi, self.cfg, self.precision = alpha, pi, cfg, precision
+        self.ema = AveragedModel(denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        self.opt = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr, fused=self.device.type == "cuda")
+        model = DistributedDataParallel(denoiser) if dist.world() > 1 else denoiser
+        self.model = torch.compile(model) if compile else model
+        self.model.precond = denoiser.precond  # methods read λ(σ) from it; wrappers do not forward it
+
+    def __call__(self, x0: Tensor, sigma: Tensor, noise: Tensor, lr: float) -> Tensor:
+        """Returns the (detached) mean loss; a non-finite loss updates nothing."""
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        accum, total = self.cfg.accum, torch.zeros((), device=self.device)
+        ddp = isinstance(self.model, DistributedDataParallel)
+        for k, micro in enumerate(torch.arange(len(x0)).chunk(accum)):
+            with (self.model.no_sync() if ddp and k < accum - 1 else nullcontext()), \
+                    autocast(self.device, self.precision):
+                batch = Batch(x0[micro], sigma[micro], noise[micro], self.pi)
+                loss = self.method.loss(batch, self.model, self.ratio_model, self.alpha).float().mean() / accum
+            loss.backward()
+            total += loss.detach()
+        if not torch.isfinite(total):  # no update: the caller stops with the last good state
+            return total
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.ema.update_parameters(self.denoiser)
+        return total
+
+
 def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                 ratio_model: DensityRatio | None, alpha: float, cfg: TrainConfig, seed: int,
                 ckpt_path: Path, on_step: Callable[[int], None] = lambda step: None,
@@ -49,10 +88,9 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
     `ckpt_path` when it holds a checkpoint of this configuration, checkpoints every
     `cfg.checkpoint_every` steps, at the end, and on SIGINT/SIGTERM (then raises Interrupted).
     """
-    device = next(denoiser.parameters()).device
+    train_step = TrainStep(method, denoiser, ratio_model, alpha, pi, cfg, precision, compile)
+    device, ema, opt = train_step.device, train_step.ema, train_step.opt
     x_train = x_train.to(device)
-    ema = AveragedModel(denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    opt = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr, fused=device.type == "cuda")
     gen = torch.Generator().manual_seed(seed)
     step = 0
     if ckpt_path.exists():
@@ -62,10 +100,6 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
         opt.load_state_dict(state["opt"])
         gen.set_state(state["rng"])
         step = state["step"]
-    model = DistributedDataParallel(denoiser) if dist.world() > 1 else denoiser
-    if compile:
-        model = torch.compile(model)
-    model.precond = denoiser.precond  # methods read λ(σ) from it; wrappers do not forward it
     mine = dist.local_slice(cfg.batch_size)
     if (mine.stop - mine.start) % cfg.accum:
         raise TiwbenchError(f"the per-process batch {mine.stop - mine.start} must be divisible by accum {cfg.accum}")
@@ -84,28 +118,14 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                 save()
                 raise Interrupted(f"interrupted at step {step}/{cfg.steps}; checkpoint saved to "
                                   f"{ckpt_path}; run the same command again to resume")
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
             idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen)[mine]
             sigma = sample_training_sigma(cfg.batch_size, gen)[mine].to(device)
             noise = torch.randn((cfg.batch_size, *x_train.shape[1:]), generator=gen)[mine].to(device)
-            x0 = to_model_space(x_train[idx.to(device)])
-            opt.zero_grad(set_to_none=True)
-            total = 0.0
-            for k, micro in enumerate(torch.arange(len(idx)).chunk(cfg.accum)):
-                sync = k == cfg.accum - 1 or not isinstance(model, DistributedDataParallel)
-                with (nullcontext() if sync else model.no_sync()), autocast(device, precision):
-                    batch = Batch(x0[micro], sigma[micro], noise[micro], pi)
-                    loss = method.loss(batch, model, ratio_model, alpha).float().mean() / cfg.accum
-                loss.backward()
-                total += loss.detach()
-            if not torch.isfinite(total):
+            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+            loss = train_step(to_model_space(x_train[idx.to(device)]), sigma, noise, lr)
+            if not torch.isfinite(loss):
                 raise TiwbenchError(f"non-finite loss at step {step}; the last good checkpoint "
                                     f"is kept at {ckpt_path}")
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.grad_clip)
-            opt.step()
-            ema.update_parameters(denoiser)
             step += 1
             on_step(step)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
