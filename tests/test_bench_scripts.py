@@ -1,0 +1,14 @@
+"""The benchmark scripts run (tiny settings on the CPU), so they do not rot between GPU sessions."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_throughput_script_prints_its_table():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--device", "cpu", "--net", "tiny",
+                          "--batch", "4", "--iters", "1", "--warmup", "1", "--precisions", "fp32,bf16",
+                          "--sample-steps", "3"], check=True, capture_output=True, text=True).stdout
+    assert "| fp32 | tiw_dsm step |" in out and "| bf16 | heun 3 steps |" in out
