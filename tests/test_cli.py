@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tiwbench import registry
@@ -100,6 +101,12 @@ def no_exact_dataset():
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio", "exact"], "--ratio must be one of"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--steps", "0"], "--steps must be >= 1"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--alpha", "-1"], "--alpha must be >= 0"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--precision", "fp16"], "--precision must be one of"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--net", "ddpmpp32"], "does not suit dataset"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--dataset-option", "x"], "takes KEY=VALUE"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--dataset-option", "k=1"], "does not take the options"),
+    pytest.param(["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--device", "cuda"],
+                 "CUDA is not available", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")),
 ])
 def test_bad_input_gives_one_clear_line(args, message):
     out = invoke("run", *args)

@@ -40,6 +40,19 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+RUN_OPTIONS = ("steps", "batch_size", "lr", "ratio_steps", "sample_steps", "num_samples", "net", "accum")
+
+
+def run_options(args: dict) -> dict:
+    """The run settings among a command's arguments (shared by `run` and `sweep`), resolved:
+    dataset options parsed, precision 'auto' made concrete for the device."""
+    from .run import parse_dataset_options, resolve_device, resolve_precision
+
+    return {**{k: args[k] for k in RUN_OPTIONS},
+            "dataset_options": parse_dataset_options(args["dataset_option"]),
+            "precision": resolve_precision(args["precision"], resolve_device(args["device"]))}
+
+
 def user_errors(command):
     """Report a TiwbenchError as one line (no traceback): exit 130 if interrupted, else 2."""
     @functools.wraps(command)
@@ -77,13 +90,9 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and stop."),
 ):
     """Train one method on one dataset and reference size, sample, evaluate and write its record."""
-    from .run import console, execute, parse_dataset_options, resolve_config, resolve_device, resolve_precision
+    from .run import console, execute, resolve_config
 
-    cfg = resolve_config(method, dataset, ref, ratio=ratio, seed=seed, alpha=alpha, steps=steps,
-                         batch_size=batch_size, lr=lr, ratio_steps=ratio_steps,
-                         sample_steps=sample_steps, num_samples=num_samples, net=net, accum=accum,
-                         dataset_options=parse_dataset_options(dataset_option),
-                         precision=resolve_precision(precision, resolve_device(device)))
+    cfg = resolve_config(method, dataset, ref, ratio=ratio, seed=seed, alpha=alpha, **run_options(locals()))
     if dry_run:
         typer.echo(json.dumps({"run_id": cfg.run_id, **asdict(cfg)}, indent=2))
         return
@@ -125,15 +134,11 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the planned run ids and stop."),
 ):
     """Run methods × reference sizes × seeds (× α); finished runs are skipped, failures reported."""
-    from .run import parse_dataset_options, resolve_device, resolve_precision
     from .sweep import parse_list, plan, run_local, submit
 
     configs = plan(dataset, parse_list(methods, what="method"), parse_list(refs, float, "ref"),
                    parse_list(seeds, int, "seed"), parse_list(alphas, float, "alpha"), ratio=ratio,
-                   steps=steps, batch_size=batch_size, lr=lr, ratio_steps=ratio_steps,
-                   sample_steps=sample_steps, num_samples=num_samples, net=net, accum=accum,
-                   dataset_options=parse_dataset_options(dataset_option),
-                   precision=resolve_precision(precision, resolve_device(device)))
+                   **run_options(locals()))
     if dry_run:
         typer.echo("\n".join(c.run_id for c in configs))
         return
