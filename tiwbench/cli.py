@@ -32,6 +32,8 @@ DatasetOptionOpt = typer.Option(None, "--dataset-option", help="KEY=VALUE for th
 PrecisionOpt = typer.Option("auto", help="fp32 | tf32 | bf16 | auto (bf16 on GPUs, fp32 on CPUs).")
 CompileOpt = typer.Option(None, "--compile/--no-compile", help="torch.compile the score network [on GPUs].")
 AccumOpt = typer.Option(None, help="Gradient-accumulation micro-batches per process [1].")
+WarmupOpt = typer.Option(None, help="Linear learning-rate warm-up steps [dataset default, 0].")
+GradClipOpt = typer.Option(None, help="Max gradient norm, 0 = off [dataset default, 0].")
 NetOpt = typer.Option("", help="Score-network preset (images: tiny, ddpmpp32, ddpmpp64) [dataset default].")
 
 
@@ -40,7 +42,8 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-RUN_OPTIONS = ("steps", "batch_size", "lr", "ratio_steps", "sample_steps", "num_samples", "net", "accum")
+RUN_OPTIONS = ("steps", "batch_size", "lr", "ratio_steps", "sample_steps", "num_samples", "net", "accum",
+               "warmup", "grad_clip")
 
 
 def run_options(args: dict) -> dict:
@@ -84,6 +87,8 @@ def run(
     precision: str = PrecisionOpt,
     compile: Optional[bool] = CompileOpt,
     accum: Optional[int] = AccumOpt,
+    warmup: Optional[int] = WarmupOpt,
+    grad_clip: Optional[float] = GradClipOpt,
     device: str = DeviceOpt,
     data_root: Optional[Path] = DataRootOpt,
     results: Path = ResultsOpt,
@@ -124,6 +129,8 @@ def sweep(
     precision: str = PrecisionOpt,
     compile: Optional[bool] = CompileOpt,
     accum: Optional[int] = AccumOpt,
+    warmup: Optional[int] = WarmupOpt,
+    grad_clip: Optional[float] = GradClipOpt,
     device: str = DeviceOpt,
     data_root: Optional[Path] = DataRootOpt,
     results: Path = ResultsOpt,

@@ -43,6 +43,8 @@ class RunConfig:
     net: str = ""  # score-network preset; "" = the dataset's default
     precision: str = "fp32"  # fp32 | tf32 | bf16 (autocast, fp32 master weights)
     accum: int = 1  # gradient-accumulation micro-batches per process
+    warmup: int = 0  # linear learning-rate warm-up, in steps
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
     steps: int = 4000
     batch_size: int = 512
     lr: float = 1e-3
@@ -64,7 +66,8 @@ class RunConfig:
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                           ema_decay=self.ema_decay, accum=self.accum)
+                           ema_decay=self.ema_decay, accum=self.accum, warmup=self.warmup,
+                           grad_clip=self.grad_clip)
 
     def ratio_config(self) -> RatioTrainConfig:
         return RatioTrainConfig(self.ratio_steps, self.ratio_batch_size, self.ratio_lr)
