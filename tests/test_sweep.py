@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -97,3 +98,41 @@ def test_submitit_jobs_group_runs_by_ref_and_seed(tmp_path):
     assert [j.result()["done"] for j in jobs] == [2, 2]
     assert len(list(tmp_path.glob("*/metrics.json"))) == 4
     assert submit(configs, tmp_path, cluster="debug") == []  # nothing left to do
+
+
+def test_two_sweeps_sharing_a_results_folder(tmp_path):
+    """Run concurrently, they compute each run once (the other skips it as busy or finished) and
+    leave only complete records."""
+    cmd = [sys.executable, "-m", "tiwbench", "sweep", "--dataset", "gmm2d", "--methods", "dsm_obs,dsm_ref",
+           "--refs", "0.05", "--seeds", "0,1", "--results", str(tmp_path), *FAST]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    records = list(tmp_path.glob("*/metrics.json"))
+    assert len(records) == 4 and not list(tmp_path.glob("*/.lock"))
+    for r in records:
+        json.loads(r.read_text())
+    out = runner.invoke(app, ["table", "--results", str(tmp_path), "--format", "csv"])
+    assert out.exit_code == 0 and ",2\n" in out.output  # two seeds per method
+
+
+def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    import socket
+
+    from tiwbench.run import RunInProgress, run_lock
+
+    lock = tmp_path / ".lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        lock.write_text(f"{socket.gethostname()}:{sleeper.pid}")
+        with pytest.raises(RunInProgress, match=f"being computed by .*:{sleeper.pid}"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with run_lock(tmp_path):  # its process is gone: the lock is stale
+        assert lock.read_text().endswith(f":{os.getpid()}")
+    assert not lock.exists()

@@ -160,8 +160,9 @@ def sweep(
     if launcher != "local":
         fail(f"--launcher must be local or submitit, got {launcher!r}")
     out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
+    busy = f", {len(out.busy)} busy in another process" if out.busy else ""
     typer.echo(f"sweep: {len(configs)} runs, {out.done} run now, {out.skipped} already finished, "
-               f"{len(out.failed)} failed")
+               f"{len(out.failed)} failed{busy}")
     for run_id, message in out.failed:
         typer.echo(f"  failed {run_id}: {message}")
     if out.failed:

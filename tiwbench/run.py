@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -175,6 +177,45 @@ def check_writable(folder: Path) -> None:
         raise TiwbenchError(f"results folder {folder} cannot be written: {e.strerror or e}") from e
 
 
+class RunInProgress(TiwbenchError):
+    """Another process holds the run's lock."""
+
+
+@contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold `folder/.lock` (host:pid) while a run computes, so that two sweeps sharing a results
+    folder do not both compute one run. A lock left by a dead process on this host is taken over."""
+    path, me = folder / ".lock", f"{socket.gethostname()}:{os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            host, _, pid = path.read_text().partition(":")
+            if host != socket.gethostname() or _alive(int(pid or 0)):
+                raise RunInProgress(f"{folder.name} is being computed by {host}:{pid} "
+                                    f"(delete {path} if that process is gone)") from None
+            path.unlink(missing_ok=True)  # stale: its process has ended
+    else:
+        raise RunInProgress(f"could not take the lock {path}")
+    os.write(fd, me.encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
 def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: BenchmarkData,
                     results: Path, device: torch.device) -> DensityRatio:
     """The exact ratio for `--ratio oracle`; else a trained one, cached per dataset, ref and seed."""
@@ -214,6 +255,20 @@ def training_set(method: Method, data: BenchmarkData) -> tuple[torch.Tensor, flo
 
 def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path | None = None,
             compile: bool | None = None) -> dict:
+    """Run `cfg` unless its record exists (see `_execute`); holds the run's lock meanwhile."""
+    record_path = results / cfg.run_id / "metrics.json"
+    if record_path.exists():
+        console.print(f"already finished: {record_path.parent}")
+        return json.loads(record_path.read_text())
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: process 0 holds the lock
+        return _execute(cfg, results, device, data_root, compile)
+    check_writable(results / cfg.run_id)
+    with run_lock(results / cfg.run_id):
+        return _execute(cfg, results, device, data_root, compile)
+
+
+def _execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path | None = None,
+             compile: bool | None = None) -> dict:
     """Run `cfg` unless its record exists; return the record. Interrupted runs resume.
 
     Under torchrun every process trains on its slice of each batch and samples its share;
@@ -222,13 +277,11 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
     """
     folder = results / cfg.run_id
     record_path = folder / "metrics.json"
-    if record_path.exists():
-        console.print(f"already finished: {folder}")
+    if record_path.exists():  # finished by another process while this one waited for the lock
         return json.loads(record_path.read_text())
     started = time.perf_counter()
     dev = dist.init_from_env(resolve_device(device))
     if dist.is_main():
-        check_writable(folder)
         write_json(folder / "config.json", asdict(cfg))
     dist.barrier()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.precision == "tf32"

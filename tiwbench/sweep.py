@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import registry
 from .errors import TiwbenchError
-from .run import RunConfig, console, execute, progress_bar, resolve_config
+from .run import RunConfig, RunInProgress, console, execute, progress_bar, resolve_config
 from .errors import Interrupted
 
 
@@ -40,6 +40,7 @@ def plan(dataset: str, methods: list[str], refs: list[float], seeds: list[int],
 class SweepOutcome:
     done: int = 0
     skipped: int = 0
+    busy: list[str] = field(default_factory=list)  # computed by another process right now
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -64,11 +65,14 @@ def run_local(configs: list[RunConfig], results: Path, device: str = "auto",
                 times.append(time.perf_counter() - t0)
             except Interrupted:
                 raise
+            except RunInProgress as e:
+                out.busy.append(cfg.run_id)
+                console.print(f"skipped (busy): {e}")
             except Exception as e:  # one failing run must not stop the others
                 message = str(e) if isinstance(e, TiwbenchError) else traceback.format_exc(limit=3)
                 out.failed.append((cfg.run_id, message.strip().splitlines()[-1]))
                 console.print(f"[red]failed[/red] {cfg.run_id}: {out.failed[-1][1]}")
-            update(out.skipped + out.done + len(out.failed))
+            update(out.skipped + out.done + len(out.failed) + len(out.busy))
     return out
 
 
