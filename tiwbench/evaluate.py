@@ -73,7 +73,8 @@ def ratio_error(model: DensityRatio, exact: DensityRatio, x0: Tensor, pi: float,
     for s in sigmas or ratio_sigmas():
         sigma = torch.full((len(x0),), s)
         x = x0 + s * torch.randn(x0.shape, generator=gen)
-        lr_m, g_m = log_r_and_grad(model, x, sigma, pi)
+        device = next(model.parameters(), torch.empty(0)).device
+        lr_m, g_m = (t.cpu() for t in log_r_and_grad(model, x.to(device), sigma.to(device), pi))
         lr_e, g_e = log_r_and_grad(exact, x.double(), sigma.double(), pi)
         g_err = (g_m.double() - g_e).flatten(1).norm(dim=1).pow(2).mean().sqrt()
         rows.append({"sigma": s,
