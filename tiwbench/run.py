@@ -310,7 +310,8 @@ def _execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Pat
     t0 = time.perf_counter()
     with progress_bar("sampling", cfg.num_samples) as update, autocast(dev, cfg.precision):
         samples = evaluate.generate(ema, cfg.num_samples, tuple(data.x_bias.shape[1:]), cfg.sample_steps,
-                                    seed=cfg.seed + 2, device=dev, on_chunk=update)
+                                    seed=cfg.seed + 2, device=dev, on_chunk=update,
+                                    chunk=cfg.batch_size if data.x_bias.ndim == 4 else 10_000)
     timing["sample_s"] = time.perf_counter() - t0
     if not dist.is_main():
         return {}
