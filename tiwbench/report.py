@@ -47,8 +47,13 @@ def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures
         note = "" if metric == "attr_acc" else f" ({'lower' if lower_is_better(metric) else 'higher'} is better)"
         parts += [f"<h2>{html.escape(metric)}{note}</h2>", _table_html(cells, best)]
     try:
-        ratio = ratio_error_markdown(ratio_error_table(records, dataset))
-        parts += ["<h2>Density-ratio error by σ</h2>", f"<pre>{html.escape(ratio)}</pre>"]
+        ratio = ratio_error_table(records, dataset)
+        wide = ratio.pivot_table(index="sigma", columns=["ratio", "ref"], values="log_r_rmse")
+        head = "".join(f"<th>{html.escape(k)}, ref {r:g}</th>" for k, r in wide.columns)
+        body = "".join(f"<tr><td>{s:.3g}</td>" + "".join(f"<td>{v:.3g}</td>" for v in row) + "</tr>"
+                       for s, row in zip(wide.index, wide.to_numpy()))
+        parts += ["<h2>Density-ratio error by σ</h2><p>RMSE of log r against the exact ratio, mean over seeds.</p>",
+                  f"<table><tr><th>σ</th>{head}</tr>{body}</table>"]
     except TiwbenchError:
         pass
     parts += ["<h2>Figures</h2>"] + [_image(p) for p in figures]
