@@ -42,6 +42,7 @@ def metric_vs_ref(long: pd.DataFrame, dataset: str, metric: str, out: Path) -> P
         ends.append((g.ref.iloc[-1], g["mean"].iloc[-1], method, line[0].get_color()))
     _label_lines(ax, ends)
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(sorted(d.ref.unique()), [f"{r:g}" for r in sorted(d.ref.unique())])
     ax.set_xlabel("reference size |D_ref| / |D_bias|")
     ax.set_ylabel(f"{metric} (mean ± std over seeds)")
