@@ -64,6 +64,16 @@ def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
+def feature_space_note(records: list[dict], dataset: str) -> str:
+    """Which feature space each Fréchet distance of this dataset was computed in."""
+    spaces = sorted({r.get("feature_space", "?") for r in records if r["config"]["dataset"] == dataset})
+    says = {"data": "`fd_data` is the Fréchet distance in data space (the raw coordinates), not FID"}
+    parts = [says.get(s, f"`fd_{s}` is the Fréchet distance in the penultimate layer of the attribute "
+                          f"classifier that tiwbench trains for this dataset, not FID") for s in spaces]
+    return "; ".join(parts) + ("; `fid` uses clean-fid's Inception features." if any(
+        "fid" in r["metrics"] for r in records) else ".")
+
+
 def write_report(results: Path, dataset: str, out: Path) -> list[Path]:
     """Everything a dataset's results folder holds: table.md, table.csv, figures, report.html."""
     from .plot import all_figures
@@ -74,7 +84,8 @@ def write_report(results: Path, dataset: str, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     command = reproduce_command(records, dataset)
     md = (f"# {dataset}\n\nMade by `tiwbench report --dataset {dataset}` from the runs of\n"
-          f"`{command}`\n(mean ± std over seeds, n in parentheses).\n\n" + render(long, "md"))
+          f"`{command}`\n(mean ± std over seeds, n in parentheses).\n\n"
+          f"{feature_space_note(records, dataset)}\n\n" + render(long, "md"))
     try:
         md += "\n" + ratio_error_markdown(ratio_error_table(records, dataset))
     except TiwbenchError:
