@@ -50,7 +50,9 @@ def log_r_and_grad(model: DensityRatio, x: Tensor, sigma: Tensor, pi: float) -> 
     """
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        log_w = model.log_ratio(x, sigma).float()  # weights in fp32 even under bf16 autocast
+        log_w = model.log_ratio(x, sigma)
+        if log_w.dtype in (torch.bfloat16, torch.float16):  # weights in fp32 under autocast
+            log_w = log_w.float()
         (grad_w,) = torch.autograd.grad(log_w.sum(), x)
     log_r = mixture_log_r(log_w.detach(), pi)
     grad_r = append_dims(1 - pi * log_r.exp(), x.ndim) * grad_w
