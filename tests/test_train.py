@@ -69,3 +69,36 @@ def test_corrupt_or_foreign_checkpoint_is_reported_by_path(gmm2d_data, tmp_path)
     torch.save({"config": {"steps": 1}}, ckpt)
     with pytest.raises(TiwbenchError, match="bad.pt was written for a different configuration"):
         train(gmm2d_data.x_bias, ckpt)
+
+
+def test_xflip_augmentation_mirrors_images(tmp_path):
+    """Mirroring changes training on asymmetric images and, drawn from its own stream, nothing
+    on left-right symmetric ones (a wrong axis or a leaked draw would change them)."""
+    from dataclasses import replace
+
+    g = torch.Generator().manual_seed(0)
+    half = torch.randn(64, 1, 4, 2, generator=g)
+    symmetric = torch.cat([half, half.flip(-1)], dim=-1)
+    asymmetric = torch.randn(64, 1, 4, 4, generator=g)
+
+    def weights(x, xflip, name):
+        torch.manual_seed(0)
+        den = Denoiser(ConditionalMLP(16, hidden=16, depth=1), 1.0)
+
+        class Flat(torch.nn.Module):  # the MLP on flattened 4×4 images
+            def __init__(self):
+                super().__init__()
+                self.net, self.precond = den, den.precond
+
+            def forward(self, x, sigma):
+                return self.net(x.flatten(1), sigma).reshape(x.shape)
+
+            def parameters(self, recurse=True):
+                return self.net.parameters(recurse)
+
+        cfg = replace(CFG, steps=20, xflip=xflip)
+        train_score(DSMObs(), Flat(), x, 0.0, None, 1.0, cfg, seed=0, ckpt_path=tmp_path / f"{name}.pt")
+        return torch.cat([p.flatten() for p in den.parameters()])
+
+    assert torch.equal(weights(symmetric, False, "a"), weights(symmetric, True, "b"))
+    assert not torch.equal(weights(asymmetric, False, "c"), weights(asymmetric, True, "d"))

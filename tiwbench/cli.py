@@ -34,6 +34,7 @@ CompileOpt = typer.Option(None, "--compile/--no-compile", help="torch.compile th
 AccumOpt = typer.Option(None, help="Gradient-accumulation micro-batches per process [1].")
 WarmupOpt = typer.Option(None, help="Linear learning-rate warm-up steps [dataset default, 0].")
 GradClipOpt = typer.Option(None, help="Max gradient norm, 0 = off [dataset default, 0].")
+XflipOpt = typer.Option(None, "--xflip/--no-xflip", help="Augment: mirror training images at random [off].")
 NetOpt = typer.Option("", help="Score-network preset (images: tiny, ddpmpp32, ddpmpp64) [dataset default].")
 
 
@@ -43,7 +44,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 RUN_OPTIONS = ("steps", "batch_size", "lr", "ratio_steps", "sample_steps", "num_samples", "net", "accum",
-               "warmup", "grad_clip")
+               "warmup", "grad_clip", "xflip")
 
 
 def run_options(args: dict) -> dict:
@@ -89,6 +90,7 @@ def run(
     accum: Optional[int] = AccumOpt,
     warmup: Optional[int] = WarmupOpt,
     grad_clip: Optional[float] = GradClipOpt,
+    xflip: Optional[bool] = XflipOpt,
     device: str = DeviceOpt,
     data_root: Optional[Path] = DataRootOpt,
     results: Path = ResultsOpt,
@@ -131,6 +133,7 @@ def sweep(
     accum: Optional[int] = AccumOpt,
     warmup: Optional[int] = WarmupOpt,
     grad_clip: Optional[float] = GradClipOpt,
+    xflip: Optional[bool] = XflipOpt,
     device: str = DeviceOpt,
     data_root: Optional[Path] = DataRootOpt,
     results: Path = ResultsOpt,

@@ -47,6 +47,7 @@ class RunConfig:
     accum: int = 1  # gradient-accumulation micro-batches per process
     warmup: int = 0  # linear learning-rate warm-up, in steps
     grad_clip: float = 0.0  # max gradient norm; 0 = off
+    xflip: bool = False  # augmentation: random left-right mirroring of training images
     steps: int = 4000
     batch_size: int = 512
     lr: float = 1e-3
@@ -69,7 +70,7 @@ class RunConfig:
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                            ema_decay=self.ema_decay, accum=self.accum, warmup=self.warmup,
-                           grad_clip=self.grad_clip)
+                           grad_clip=self.grad_clip, xflip=self.xflip)
 
     def ratio_config(self) -> RatioTrainConfig:
         return RatioTrainConfig(self.ratio_steps, self.ratio_batch_size, self.ratio_lr)

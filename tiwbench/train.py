@@ -31,6 +31,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     checkpoint_every: int = 1000
     accum: int = 1  # micro-batches per process and step (gradient accumulation)
+    xflip: bool = False  # augmentation: mirror each training image with probability 1/2
 
 
 def autocast(device: torch.device, precision: str):
@@ -92,6 +93,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
     device, ema, opt = train_step.device, train_step.ema, train_step.opt
     x_train = x_train.to(device)
     gen = torch.Generator().manual_seed(seed)
+    flip_gen = torch.Generator().manual_seed(seed + 1)  # augmentation draws leave `gen` unchanged
     step = 0
     if ckpt_path.exists():
         state = load_torch(ckpt_path, expect=asdict(cfg))
@@ -99,6 +101,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["rng"])
+        flip_gen.set_state(state["flip_rng"])
         step = state["step"]
     mine = dist.local_slice(cfg.batch_size)
     if (mine.stop - mine.start) % cfg.accum:
@@ -107,7 +110,8 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
     def save() -> None:
         if dist.is_main():
             save_torch(ckpt_path, {"model": denoiser.state_dict(), "ema": ema.state_dict(),
-                                   "opt": opt.state_dict(), "rng": gen.get_state(), "step": step,
+                                   "opt": opt.state_dict(), "rng": gen.get_state(),
+                                   "flip_rng": flip_gen.get_state(), "step": step,
                                    "config": asdict(cfg)})
 
     on_step(step)
@@ -122,7 +126,11 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
             sigma = sample_training_sigma(cfg.batch_size, gen)[mine].to(device)
             noise = torch.randn((cfg.batch_size, *x_train.shape[1:]), generator=gen)[mine].to(device)
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
-            loss = train_step(to_model_space(x_train[idx.to(device)]), sigma, noise, lr)
+            x0 = to_model_space(x_train[idx.to(device)])
+            if cfg.xflip:  # the global batch's flips, from their own stream, then this slice
+                flip = (torch.rand(cfg.batch_size, generator=flip_gen) < 0.5)[mine].to(device)
+                x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+            loss = train_step(x0, sigma, noise, lr)
             if not torch.isfinite(loss):
                 raise TiwbenchError(f"non-finite loss at step {step}; the last good checkpoint "
                                     f"is kept at {ckpt_path}")
