@@ -94,7 +94,7 @@ def main() -> None:
         rows.append((precision, "tiw/dsm step time", times["tiw_dsm"] / times["dsm_obs"], float("nan")))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"# {name}, torch {torch.__version__}, {args.net} {args.res}px, batch {b}, compile={compile}")
-    print(f"| precision | what | img/s (or ratio) | peak GiB |\n|---|---|---|---|")
+    print("| precision | what | img/s (or ratio) | peak GiB |\n|---|---|---|---|")
     for p, what, v, mem in rows:
         print(f"| {p} | {what} | {v:,.2f} | {mem:.1f} |")
 

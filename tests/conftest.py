@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from tiwbench.datasets.gmm import GMM2D
 

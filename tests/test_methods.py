@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tiwbench.diffusion import Batch, Denoiser, Precond
+from tiwbench.diffusion import Batch, Precond
 from tiwbench.methods.tiw_dsm import TIWDSM
 from tiwbench.methods.tiw_nocorr import TIWNoCorr
 

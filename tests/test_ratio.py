@@ -28,6 +28,8 @@ def test_mixture_correction_matches_exact_densities(gmm2d, pi, sigma):
     direct = lp_d - torch.log(pi * lp_d.exp() + (1 - pi) * lp_b.exp())
     (direct_grad,) = torch.autograd.grad(direct.sum(), xg)
     assert torch.allclose(log_r, direct.detach(), atol=1e-9, rtol=1e-9)
+    if pi == 0:  # the protocol's grad_log_ratio is ∇ log w, i.e. the π = 0 case
+        assert torch.allclose(exact.grad_log_ratio(x, s), direct_grad, atol=1e-8, rtol=1e-7)
     assert torch.allclose(grad, direct_grad, atol=1e-8, rtol=1e-7)
     if pi > 0:
         assert log_r.exp().max() <= 1 / pi + 1e-9

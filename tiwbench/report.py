@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import lower_is_better, ratio_error_markdown, ratio_error_table, reproduce_command, wide_tables
+from .results import (lower_is_better, ratio_error_markdown, ratio_error_table, ratio_error_wide,
+                      reproduce_command, wide_tables)
 from .errors import TiwbenchError
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -48,7 +49,7 @@ def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures
         parts += [f"<h2>{html.escape(metric)}{note}</h2>", _table_html(cells, best)]
     try:
         ratio = ratio_error_table(records, dataset)
-        wide = ratio.pivot_table(index="sigma", columns=["ratio", "ref"], values="log_r_rmse")
+        wide = ratio_error_wide(ratio)
         head = "".join(f"<th>{html.escape(k)}, ref {r:g}</th>" for k, r in wide.columns)
         body = "".join(f"<tr><td>{s:.3g}</td>" + "".join(f"<td>{v:.3g}</td>" for v in row) + "</tr>"
                        for s, row in zip(wide.index, wide.to_numpy()))

@@ -146,11 +146,16 @@ def ratio_error_table(records: list[dict], dataset: str | None = None) -> pd.Dat
                  corr_rmse=("corr_rmse", "mean"), n=("seed", "count")).reset_index())
 
 
+def ratio_error_wide(df: pd.DataFrame) -> pd.DataFrame:
+    """log r RMSE with σ as rows and (ratio kind, ref) as columns."""
+    return df.pivot_table(index="sigma", columns=["ratio", "ref"], values="log_r_rmse")
+
+
 def ratio_error_markdown(df: pd.DataFrame) -> str:
     """log r RMSE by σ, time-dependent beside time-independent, one table per dataset."""
     parts = []
     for dataset, g in df.groupby("dataset"):
-        wide = g.pivot_table(index="sigma", columns=["ratio", "ref"], values="log_r_rmse")
+        wide = ratio_error_wide(g)
         n = int(g["n"].min())
         header = ["σ"] + [f"{kind} (ref {ref:g})" for kind, ref in wide.columns]
         lines = [f"### {dataset} — RMSE of log r against the exact ratio, by σ (mean of {n}+ seeds)", "",
