@@ -2,6 +2,12 @@
 
     python bench/throughput.py                       # GPU: ddpmpp32, batch 256, fp32/tf32/bf16
     python bench/throughput.py --device cpu --net tiny --batch 8 --iters 3 --precisions fp32
+    python bench/throughput.py --precisions bf16 --channels-last   # the other memory layout
+    python bench/throughput.py --sampler-graphs    # adds the sampler under CUDA graphs
+
+With compilation on (the default on GPUs) the score and ratio networks are compiled as in
+`tiwbench run`; `--sampler-graphs` also times the sampler compiled with mode="reduce-overhead"
+(CUDA graphs), the measurement that decides whether runs should sample that way.
 
 Steps are tiwbench's own TrainStep (DSM = dsm_obs, TIW-DSM = tiw_dsm with a frozen σ-conditioned
 discriminator) and its Heun sampler (18 steps = 35 network evaluations), on random data.
@@ -60,8 +66,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--precisions", default="fp32,tf32,bf16")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                    help="torch.compile the score network [on GPUs]")
+                    help="torch.compile the score and ratio networks and the sampler [on GPUs]")
     ap.add_argument("--sample-steps", type=int, default=18)
+    ap.add_argument("--channels-last", action="store_true", help="networks and inputs in NHWC")
+    ap.add_argument("--sampler-graphs", action="store_true",
+                    help="also time the sampler compiled with mode='reduce-overhead' (CUDA graphs)")
     args = ap.parse_args()
     device = torch.device(args.device)
     compile = device.type == "cuda" if args.compile is None else args.compile
@@ -70,30 +79,37 @@ def main() -> None:
     x0 = (torch.rand((b, *shape), generator=g) * 2 - 1).to(device)
     sigma = sample_training_sigma(b, g).to(device)
     noise = torch.randn((b, *shape), generator=g).to(device)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    x0, noise = x0.contiguous(memory_format=layout), noise.contiguous(memory_format=layout)
     rows = []
     for precision in args.precisions.split(","):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
         torch.manual_seed(0)
-        ratio = LearnedRatio(ConvDiscriminator(3), 0.5, True).to(device).requires_grad_(False).eval()
+        ratio = LearnedRatio(ConvDiscriminator(3), 0.5, True).to(device, memory_format=layout)
+        ratio = ratio.requires_grad_(False).eval()
         times = {}
         for method in (DSMObs(), TIWDSM()):
-            denoiser = Denoiser(UNet(unet_config(args.net, 3, args.res)), 0.5).to(device)
+            denoiser = Denoiser(UNet(unet_config(args.net, 3, args.res)), 0.5).to(device, memory_format=layout)
             step = TrainStep(method, denoiser, ratio, 1.0, 0.05, TrainConfig(1, b), precision, compile)
             reset_peak(device)
             times[method.name] = timed(lambda: step(x0, sigma, noise, 1e-4), args.iters, args.warmup, device)
             rows.append((precision, f"{method.name} step", b / times[method.name], peak_gib(device)))
         ema = step.ema.eval()
+        samplers = {f"heun {args.sample_steps} steps": torch.compile(ema) if compile else ema}
+        if args.sampler_graphs:
+            samplers[f"heun {args.sample_steps} steps, CUDA graphs"] = torch.compile(ema, mode="reduce-overhead")
+        for what, net in samplers.items():
+            def sample(net=net):
+                with autocast(device, precision):
+                    heun_sample(net, noise, args.sample_steps)
 
-        def sample():
-            with autocast(device, precision):
-                heun_sample(ema, noise, args.sample_steps)
-
-        reset_peak(device)
-        t = timed(sample, max(1, args.iters // 5), 1, device)
-        rows.append((precision, f"heun {args.sample_steps} steps", b / t, peak_gib(device)))
+            reset_peak(device)
+            t = timed(sample, max(1, args.iters // 5), 1, device)
+            rows.append((precision, what, b / t, peak_gib(device)))
         rows.append((precision, "tiw/dsm step time", times["tiw_dsm"] / times["dsm_obs"], float("nan")))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"# {name}, torch {torch.__version__}, {args.net} {args.res}px, batch {b}, compile={compile}")
+    print(f"# {name}, torch {torch.__version__}, {args.net} {args.res}px, batch {b}, compile={compile}, "
+          f"{'channels-last' if args.channels_last else 'contiguous'}")
     print("| precision | what | img/s (or ratio) | peak GiB |\n|---|---|---|---|")
     for p, what, v, mem in rows:
         print(f"| {p} | {what} | {v:,.2f} | {mem:.1f} |")

@@ -102,3 +102,27 @@ def test_xflip_augmentation_mirrors_images(tmp_path):
 
     assert torch.equal(weights(symmetric, False, "a"), weights(symmetric, True, "b"))
     assert not torch.equal(weights(asymmetric, False, "c"), weights(asymmetric, True, "d"))
+
+
+def test_compiled_tiw_step_matches_the_eager_one(gmm2d_data):
+    """--compile (the default on GPUs) compiles the score and the ratio networks; the TIW step
+    (weight, input gradient, loss, update) must compute the same thing as without it."""
+    from tiwbench.diffusion import sample_training_sigma, to_model_space
+    from tiwbench.methods.tiw_dsm import TIWDSM
+    from tiwbench.ratio import LearnedRatio
+    from tiwbench.train import TrainStep
+
+    torch.manual_seed(1)
+    ratio = LearnedRatio(ConditionalMLP(2, out_dim=1, hidden=32, depth=1), 2.0, True).requires_grad_(False).eval()
+    g = torch.Generator().manual_seed(0)
+    x0 = to_model_space(gmm2d_data.x_bias[:128])
+    sigma, noise = sample_training_sigma(128, g), torch.randn(128, 2, generator=g)
+    losses, weights = [], []
+    for compile in (False, True):
+        step = TrainStep(TIWDSM(), fresh_denoiser(), ratio, 1.0, 0.05, TrainConfig(3, 128), compile=compile)
+        assert (step.ratio_model is not ratio) == compile
+        losses.append(torch.stack([step(x0, sigma, noise, 1e-3) for _ in range(3)]))
+        weights.append(step.denoiser.state_dict())
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    for k in weights[0]:
+        torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-4, atol=1e-6)

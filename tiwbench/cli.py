@@ -30,7 +30,7 @@ DataRootOpt = typer.Option(None, envvar="TIWBENCH_DATA", help="Folder of local d
 DatasetOptionOpt = typer.Option(None, "--dataset-option", help="KEY=VALUE for the dataset recipe "
                                 "(e.g. imbalance=50, majority=0.9); repeatable.")
 PrecisionOpt = typer.Option("auto", help="fp32 | tf32 | bf16 | auto (bf16 on GPUs, fp32 on CPUs).")
-CompileOpt = typer.Option(None, "--compile/--no-compile", help="torch.compile the score network [on GPUs].")
+CompileOpt = typer.Option(None, "--compile/--no-compile", help="torch.compile the score and ratio networks, for training and sampling [on GPUs].")
 AccumOpt = typer.Option(None, help="Gradient-accumulation micro-batches per process [1].")
 WarmupOpt = typer.Option(None, help="Linear learning-rate warm-up steps [dataset default, 0].")
 GradClipOpt = typer.Option(None, help="Max gradient norm, 0 = off [dataset default, 0].")

@@ -35,6 +35,10 @@ class DensityRatio(nn.Module):
         """∇ₓ log w_σ(x), by autograd; the model's parameters get no gradient."""
         return log_r_and_grad(self, x, sigma, pi=0.0)[1]
 
+    def compiled(self) -> "DensityRatio":
+        """A torch.compile'd view sharing this model's parameters (itself where nothing is to gain)."""
+        return self
+
 
 def mixture_log_r(log_w: Tensor, pi: float) -> Tensor:
     """log r = log w − log(π·w + 1 − π): the ratio to the training mixture, bounded by 1/π."""
@@ -90,6 +94,11 @@ class LearnedRatio(DensityRatio):
             sigma = torch.full_like(sigma, SIGMA_MIN)
         s = append_dims(sigma, x.ndim)
         return self.net(self.precond.c_in(s) * x, self.precond.c_noise(sigma)).reshape(-1)
+
+    def compiled(self) -> "LearnedRatio":
+        # autograd.grad in log_r_and_grad breaks a graph around it; the network's forward and
+        # its input backward are what compile, so the network alone is wrapped
+        return LearnedRatio(torch.compile(self.net), self.precond.sigma_data, self.time_dependent).eval()
 
 
 @dataclass(frozen=True)

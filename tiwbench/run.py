@@ -274,7 +274,8 @@ def _execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Pat
 
     Under torchrun every process trains on its slice of each batch and samples its share;
     process 0 evaluates and writes (the other processes return an empty dict).
-    `compile` (default: on GPUs) applies torch.compile to the score network.
+    `compile` (default: on GPUs) applies torch.compile to the score and ratio networks, for
+    training and for sampling.
     """
     folder = results / cfg.run_id
     record_path = folder / "metrics.json"
@@ -310,7 +311,7 @@ def _execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Pat
 
     t0 = time.perf_counter()
     with progress_bar("sampling", cfg.num_samples) as update, autocast(dev, cfg.precision):
-        samples = evaluate.generate(ema, cfg.num_samples, tuple(data.x_bias.shape[1:]), cfg.sample_steps,
+        samples = evaluate.generate(torch.compile(ema) if compile else ema, cfg.num_samples, tuple(data.x_bias.shape[1:]), cfg.sample_steps,
                                     seed=cfg.seed + 2, device=dev, on_chunk=update,
                                     chunk=cfg.batch_size if data.x_bias.ndim == 4 else 10_000)
     timing["sample_s"] = time.perf_counter() - t0

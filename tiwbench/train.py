@@ -53,6 +53,8 @@ class TrainStep:
         self.opt = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr, fused=self.device.type == "cuda")
         model = DistributedDataParallel(denoiser) if dist.world() > 1 else denoiser
         self.model = torch.compile(model) if compile else model
+        if compile and ratio_model is not None:  # the whole TIW step: score and ratio networks
+            self.ratio_model = ratio_model.compiled()
         self.model.precond = denoiser.precond  # methods read λ(σ) from it; wrappers do not forward it
 
     def __call__(self, x0: Tensor, sigma: Tensor, noise: Tensor, lr: float) -> Tensor:
