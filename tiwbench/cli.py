@@ -43,14 +43,10 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-RUN_OPTIONS = ("steps", "batch_size", "lr", "ratio_steps", "sample_steps", "num_samples", "net", "accum",
-               "warmup", "grad_clip", "xflip")
-
-
 def run_options(args: dict) -> dict:
     """The run settings among a command's arguments (shared by `run` and `sweep`), resolved:
     dataset options parsed, precision 'auto' made concrete for the device."""
-    from .run import parse_dataset_options, resolve_device, resolve_precision
+    from .run import RUN_OPTIONS, parse_dataset_options, resolve_device, resolve_precision
 
     return {**{k: args[k] for k in RUN_OPTIONS},
             "dataset_options": parse_dataset_options(args["dataset_option"]),

@@ -3,6 +3,7 @@ trade-off over α (the paper's Figure 7), ratio error vs σ (Figure 2), sample g
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,11 @@ from .results import ratio_error_table
 
 COLORS = {"dsm_obs": "tab:gray", "dsm_ref": "tab:green", "iw_dsm": "tab:orange",
           "tiw_dsm": "tab:blue", "tiw_nocorr": "tab:purple"}
+
+
+def method_color(label: str) -> str | None:
+    """One colour per method, whatever marks its row label carries (+oracle, [setting])."""
+    return COLORS.get(re.split(r"[+ ]", label)[0])
 
 
 def _plt():
@@ -37,7 +43,7 @@ def metric_vs_ref(long: pd.DataFrame, dataset: str, metric: str, out: Path) -> P
     ends = []
     for method, g in d.groupby("method"):
         g = g.sort_values("ref")
-        color = COLORS.get(method.split("+")[0])
+        color = method_color(method)
         line = ax.errorbar(g.ref, g["mean"], yerr=g["std"], marker="o", capsize=3, color=color, label=method)
         ends.append((g.ref.iloc[-1], g["mean"].iloc[-1], method, line[0].get_color()))
     _label_lines(ax, ends)
@@ -65,7 +71,7 @@ def alpha_tradeoff(long: pd.DataFrame, dataset: str, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for (method, ref), g in wide.groupby(["method", "ref"]):
         g = g.sort_values("alpha")
-        line, = ax.plot(g[quality], g["bias_l2"], marker="o", color=COLORS.get(method),
+        line, = ax.plot(g[quality], g["bias_l2"], marker="o", color=method_color(method),
                         label=f"{method} (ref {ref:g})")
         for _, row in g.iterrows():
             ax.annotate(f"α={row.alpha:g}", (row[quality], row["bias_l2"]), xytext=(3, 3),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .results import (lower_is_better, ratio_error_markdown, ratio_error_table, ratio_error_wide,
-                      reproduce_command, wide_tables)
+                      reproduce_commands, wide_tables)
 from .errors import TiwbenchError
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -39,9 +39,10 @@ def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures
         raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
     versions = sorted({tuple(sorted(r.get("versions", {}).items())) for r in runs})
     devices = sorted({r.get("device", "?") for r in runs})
+    commands = "\n".join(reproduce_commands(records, dataset))
     parts = [f"<h1>tiwbench — {html.escape(dataset)}</h1>",
              f"<p>{len(runs)} finished runs. Reproduce the runs, then this page:</p>",
-             f"<pre>{html.escape(reproduce_command(records, dataset))}\n"
+             f"<pre>{html.escape(commands)}\n"
              f"tiwbench report --dataset {html.escape(dataset)}</pre>",
              "<p>Cells: mean ± std over seeds (n); best per column in bold.</p>"]
     for _, metric, cells, best in wide_tables(long[long.dataset == dataset]):
@@ -83,9 +84,9 @@ def write_report(results: Path, dataset: str, out: Path) -> list[Path]:
     records = load_records(results)
     long = long_table(records, dataset)
     out.mkdir(parents=True, exist_ok=True)
-    command = reproduce_command(records, dataset)
-    md = (f"# {dataset}\n\nMade by `tiwbench report --dataset {dataset}` from the runs of\n"
-          f"`{command}`\n(mean ± std over seeds, n in parentheses).\n\n"
+    commands = "\n".join(f"    {c}" for c in reproduce_commands(records, dataset))
+    md = (f"# {dataset}\n\nMade by `tiwbench report --dataset {dataset}` from the runs of\n\n"
+          f"{commands}\n\n(mean ± std over seeds, n in parentheses).\n\n"
           f"{feature_space_note(records, dataset)}\n\n" + render(long, "md"))
     try:
         md += "\n" + ratio_error_markdown(ratio_error_table(records, dataset))

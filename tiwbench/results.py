@@ -35,12 +35,52 @@ def method_label(record: dict) -> str:
     return cfg["method"] + ("+oracle" if record.get("ratio_source") == "oracle" else "")
 
 
+# Config fields with a column (or label mark) of their own; the others make a run's setting.
+OWN_FIELDS = ("dataset", "method", "ref", "alpha", "seed", "ratio")
+
+
+def run_setting(record: dict) -> dict[str, str]:
+    """A run's configuration beyond its own fields, as text: fields missing from older records at
+    their defaults, ratio-training fields only where a ratio was trained (resolve_config resets
+    them elsewhere)."""
+    from dataclasses import fields
+
+    from .run import RunConfig
+
+    cfg = {**{f.name: f.default for f in fields(RunConfig)}, **record["config"]}
+    return {k: _text(v) for k, v in cfg.items()
+            if k not in OWN_FIELDS and not (k.startswith("ratio_") and cfg["ratio"] != "trained")}
+
+
+def _text(value) -> str:
+    if isinstance(value, (list, tuple)):  # dataset options: [[key, value], ...]
+        return ",".join(f"{k}={v}" for k, v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def row_labels(records: list[dict]) -> list[str]:
+    """Each record's row: its method label, and in brackets the settings that differ between
+    runs of its dataset, so that runs made differently are never pooled into one mean."""
+    settings = [run_setting(r) for r in records]
+    seen: dict[str, dict[str, set]] = {}
+    for r, s in zip(records, settings):
+        for k, v in s.items():
+            seen.setdefault(r["config"]["dataset"], {}).setdefault(k, set()).add(v)
+    labels = []
+    for r, s in zip(records, settings):
+        varying = [k for k, values in seen[r["config"]["dataset"]].items() if len(values) > 1 and k in s]
+        marks = ", ".join(s[k] if k == "dataset_options" else f"{k}={s[k]}" for k in varying if s[k] != "")
+        labels.append(method_label(r) + (f" [{marks}]" if marks else ""))
+    return labels
+
+
 def long_table(records: list[dict], dataset: str | None = None) -> pd.DataFrame:
-    """One row per dataset, method, ref, alpha and metric: mean, std (ddof 1) and n over seeds."""
-    rows = [{"dataset": r["config"]["dataset"], "method": method_label(r), "ref": r["config"]["ref"],
+    """One row per dataset, method (with its setting where settings differ, see row_labels), ref,
+    alpha and metric: mean, std (ddof 1) and n over seeds."""
+    records = [r for r in records if dataset is None or r["config"]["dataset"] == dataset]
+    rows = [{"dataset": r["config"]["dataset"], "method": label, "ref": r["config"]["ref"],
              "alpha": r["config"]["alpha"], "seed": r["config"]["seed"], "metric": k, "value": v}
-            for r in records for k, v in r["metrics"].items()
-            if dataset is None or r["config"]["dataset"] == dataset]
+            for r, label in zip(records, row_labels(records)) for k, v in r["metrics"].items()]
     if not rows:
         where = f" for dataset {dataset!r}" if dataset else ""
         raise TiwbenchError(f"no finished runs{where}")
@@ -166,31 +206,56 @@ def ratio_error_markdown(df: pd.DataFrame) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def reproduce_command(records: list[dict], dataset: str) -> str:
-    """The `tiwbench sweep` command that makes (a superset of) these records."""
-    runs = [r["config"] for r in records if r["config"]["dataset"] == dataset]
+def reproduce_commands(records: list[dict], dataset: str) -> list[str]:
+    """`tiwbench sweep` commands that make these records: one per setting (see run_setting),
+    and the runs at α ≠ 1 as a sweep of their own, so that no command makes runs not shown."""
+    runs = [(r["config"], run_setting(r)) for r in records if r["config"]["dataset"] == dataset]
     if not runs:
         raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
-    join = lambda key: ",".join(f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
-                                for v in sorted({c[key] for c in runs}))
+    groups: dict[str, dict[str, list]] = {}  # shared setting -> ratio-training setting -> configs
+    for cfg, setting in runs:
+        shared = json.dumps({k: v for k, v in setting.items() if not k.startswith("ratio_")}, sort_keys=True)
+        ratio = {k: v for k, v in setting.items() if k.startswith("ratio_")}
+        groups.setdefault(shared, {}).setdefault(json.dumps(ratio, sort_keys=True) if ratio else "", []).append(cfg)
+    commands = []
+    for shared, by_ratio in groups.items():
+        ratio_free = by_ratio.pop("", [])
+        for i, (ratio, cfgs) in enumerate(by_ratio.items() or [("{}", [])]):
+            cfgs = cfgs + (ratio_free if i == 0 else [])  # ratio-free runs go with the first
+            setting = {**json.loads(shared), **json.loads(ratio)}
+            main = [c for c in cfgs if c["alpha"] == 1]
+            other = [c for c in cfgs if c["alpha"] != 1]
+            if main:
+                commands.append(_sweep_command(dataset, main, setting))
+            if other:
+                pairs = {(c["method"], c["ref"]) for c in other}
+                with_one = [c for c in main if (c["method"], c["ref"]) in pairs]
+                commands.append(_sweep_command(dataset, other + with_one, setting))
+    return commands
+
+
+def _sweep_command(dataset: str, runs: list[dict], setting: dict[str, str]) -> str:
+    """One `tiwbench sweep` over the runs' methods, refs, seeds and α, with the setting's options
+    where they differ from the defaults."""
+    from dataclasses import fields
+
+    from . import registry
+    from .run import RUN_OPTIONS, RunConfig
+
+    join = lambda key: ",".join(_text(v) for v in sorted({c[key] for c in runs}))  # noqa: E731
     parts = [f"tiwbench sweep --dataset {dataset}", f"--methods {join('method')}", f"--refs {join('ref')}",
              f"--seeds {join('seed')}"]
     if {c["alpha"] for c in runs} != {1.0}:
         parts.append(f"--alphas {join('alpha')}")
-    if {c["ratio"] for c in runs} == {"oracle"} or {c["ratio"] for c in runs} == {"oracle", "none"}:
+    if "oracle" in {c["ratio"] for c in runs}:
         parts.append("--ratio oracle")
-    from dataclasses import fields
-
-    from . import registry
-    from .run import RunConfig
-
     defaults = {f.name: f.default for f in fields(RunConfig)} | registry.load("dataset", dataset).defaults
-    for key in ("steps", "batch_size", "lr", "ratio_steps", "sample_steps", "num_samples", "net"):
-        relevant = [c for c in runs if not key.startswith("ratio_") or c["ratio"] != "none"]
-        values = {c.get(key, defaults.get(key)) for c in relevant}
-        if len(values) == 1 and (v := values.pop()) != defaults.get(key):
-            parts.append(f"--{key.replace('_', '-')} {v:g}" if isinstance(v, float) else f"--{key.replace('_', '-')} {v}")
-    for k, v in {tuple(o) for c in runs for o in c.get("dataset_options", [])}:
-        parts.append(f"--dataset-option {k}={v}")
+    for key in RUN_OPTIONS:
+        if key in setting and setting[key] != _text(defaults.get(key)):
+            flag = "--" + key.replace("_", "-")
+            parts.append(({"True": flag, "False": "--no-" + flag[2:]}[setting[key]] if key == "xflip"
+                          else f"{flag} {setting[key]}"))
+    if setting.get("precision", "fp32") != "fp32":
+        parts.append(f"--precision {setting['precision']}")
+    parts += [f"--dataset-option {o}" for o in filter(None, setting.get("dataset_options", "").split(","))]
     return " ".join(parts)
-

@@ -28,6 +28,9 @@ from .train import TrainConfig, autocast, train_score
 
 RATIO_SOURCES = ("trained", "oracle")
 PRECISIONS = ("fp32", "tf32", "bf16")
+# RunConfig fields the CLI sets by options of the same name (besides precision and dataset options)
+RUN_OPTIONS = ("steps", "batch_size", "lr", "ratio_steps", "sample_steps", "num_samples", "net", "accum",
+               "warmup", "grad_clip", "xflip")
 console = Console(stderr=True)
 
 

@@ -1,0 +1,47 @@
+"""Aggregation of run records into tables and the commands that reproduce them (no training)."""
+
+from tiwbench.results import long_table, reproduce_commands
+
+
+def record(method, ref=0.05, seed=0, alpha=1.0, bias=0.1, **config):
+    ratio = "none" if method in ("dsm_obs", "dsm_ref") else "trained"
+    cfg = {"method": method, "dataset": "gmm2d", "ref": ref, "seed": seed, "alpha": alpha, "ratio": ratio,
+           "steps": 200, "ratio_steps": 200 if ratio == "trained" else 6000, **config}
+    return {"config": cfg, "metrics": {"bias_l2": bias}, "ratio_source": ratio}
+
+
+def bias_rows(records):
+    long = long_table(records)
+    return {(m, r): (mean, n) for m, r, mean, n in long[long.metric == "bias_l2"][["method", "ref", "mean", "n"]]
+            .itertuples(index=False)}
+
+
+def test_runs_made_differently_are_not_pooled():
+    records = [record("tiw_dsm", seed=s, bias=0.1) for s in (0, 1)] + \
+              [record("tiw_dsm", seed=s, bias=0.3, steps=400) for s in (0, 1)] + \
+              [record("dsm_obs", seed=s, bias=0.5) for s in (0, 1)]
+    rows = bias_rows(records)
+    assert rows[("tiw_dsm [steps=200]", 0.05)] == (0.1, 2)
+    assert rows[("tiw_dsm [steps=400]", 0.05)] == (0.3, 2)
+    assert rows[("dsm_obs [steps=200]", 0.05)] == (0.5, 2)
+
+
+def test_one_setting_keeps_plain_labels_and_ratio_fields_of_ratio_free_runs_do_not_split():
+    records = [record(m, seed=s) for m in ("dsm_obs", "tiw_dsm") for s in (0, 1)]
+    assert set(bias_rows(records)) == {("dsm_obs", 0.05), ("tiw_dsm", 0.05)}
+    assert reproduce_commands(records, "gmm2d") == [
+        "tiwbench sweep --dataset gmm2d --methods dsm_obs,tiw_dsm --refs 0.05 --seeds 0,1 --steps 200 --ratio-steps 200"]
+
+
+def test_commands_split_by_setting_and_alpha():
+    records = [record(m, ref=r) for m in ("dsm_obs", "tiw_dsm") for r in (0.05, 0.1)] + \
+              [record("tiw_dsm", alpha=0.5)] + \
+              [record("tiw_dsm", precision="bf16", xflip=True, dataset_options=[["n_bias", "100"]])]
+    assert reproduce_commands(records, "gmm2d") == [
+        "tiwbench sweep --dataset gmm2d --methods dsm_obs,tiw_dsm --refs 0.05,0.1 --seeds 0 --steps 200 --ratio-steps 200",
+        "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --alphas 0.5,1 --steps 200 --ratio-steps 200",
+        "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --steps 200 --ratio-steps 200 "
+        "--xflip --precision bf16 --dataset-option n_bias=100"]
+    labels = set(long_table(records).method)
+    assert "tiw_dsm [n_bias=100, precision=bf16, xflip=True]" in labels
+    assert "tiw_dsm [precision=fp32, xflip=False]" in labels
