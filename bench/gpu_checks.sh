@@ -6,7 +6,8 @@
 #   2. bf16 against fp32: tiw_dsm on shapes32 at ref 0.05, seeds 0,1,2 in each precision, one
 #      table whose rows are the two precisions (tables never pool different settings).
 # Output goes to $OUT (the device tool's folder) or bench/gpu-out. SMALL=1 runs tiny settings on
-# the CPU, to test this script here.
+# the CPU, to test this script here. PART=throughput or PART=quality runs one half (the whole is
+# estimated at 8–12 min on one H100/H200, compilation included: split it if a call's limit is near).
 #
 # The GPU image lacks clean-fid (shapes32's metrics use its Fréchet distance): before the call,
 #   echo /.whl/ >> .git/info/exclude
@@ -34,7 +35,11 @@ else
 fi
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi";
   $py -c "import torch; print('torch', torch.__version__)"; } | tee "$out/machine.txt"
-$py bench/throughput.py "${throughput[@]}" | tee "$out/throughput.md"
+part=${PART:-all}
+if [ "$part" != quality ]; then
+  $py bench/throughput.py "${throughput[@]}" | tee "$out/throughput.md"
+fi
+[ "$part" = throughput ] && exit 0
 for precision in bf16 fp32; do
   $py -m tiwbench sweep --dataset shapes32 --methods tiw_dsm --refs 0.05 --seeds "$seeds" \
       --precision "$precision" --results "$out/runs" "${run[@]}"
