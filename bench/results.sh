@@ -9,5 +9,5 @@ $T sweep --dataset gmm2d --methods iw_dsm,tiw_dsm --refs 0.05 --seeds 0,1,2 --al
 $T report --dataset gmm2d
 $T sweep --dataset gmm_hd --methods all --refs 0.05,0.1,0.25,0.5 --seeds 0,1,2
 $T report --dataset gmm_hd
-$T sweep --dataset digits_lt --methods all --refs 0.05,0.1,0.25 --seeds 0,1,2
+$T sweep --dataset digits_lt --methods all --refs 0.05,0.1,0.25,0.5 --seeds 0,1,2
 $T report --dataset digits_lt

@@ -20,10 +20,11 @@ def test_example_plugin_installs_registers_and_runs(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(target))
     runner = CliRunner()
     out = runner.invoke(app, ["list"])
-    assert "tiw_dsm_clip" in out.output and "clipped at 5" in out.output
+    assert "tiw_dsm_clip" in out.output and "clipped at 5" in out.output and "dsm_dg" in out.output
     res = tmp_path / "runs"
-    out = runner.invoke(app, ["run", "--method", "tiw_dsm_clip", "--dataset", "gmm2d", "--ref", "0.05",
-                              "--results", str(res), *FAST])
-    assert out.exit_code == 0, out.output
+    for method in ("tiw_dsm_clip", "dsm_dg"):  # a new loss; a sampling-time guidance
+        out = runner.invoke(app, ["run", "--method", method, "--dataset", "gmm2d", "--ref", "0.05",
+                                  "--results", str(res), *FAST])
+        assert out.exit_code == 0, out.output
     out = runner.invoke(app, ["table", "--results", str(res)])
-    assert out.exit_code == 0 and "| tiw_dsm_clip |" in out.output
+    assert out.exit_code == 0 and "| tiw_dsm_clip |" in out.output and "| dsm_dg |" in out.output

@@ -74,3 +74,39 @@ def test_short_tiw_dsm_run_with_the_oracle_ratio_is_unbiased(tmp_path):
     # the same budget without debiasing stays biased, so the bound above can fail
     biased = execute(resolve_config("dsm_obs", "gmm2d", 0.05, steps=1500, num_samples=5000), tmp_path)
     assert biased["metrics"]["bias_l2"] >= 0.3, biased["shares"]
+
+
+class ExactGuidance(TIWDSM):
+    """Discriminator guidance: D + σ²·∇ log r_σ at sampling time (only `guidance` is used here)."""
+
+    name = "guidance_test"
+
+    def guidance(self, x, sigma, ratio_model, pi, alpha=1.0):
+        from tiwbench.diffusion import append_dims
+        from tiwbench.ratio import log_r_and_grad
+
+        return append_dims(sigma**2, x.ndim) * log_r_and_grad(ratio_model, x, sigma, pi)[1]
+
+
+@pytest.mark.parametrize("pi", [0.0, 0.3])
+def test_sampling_guidance_with_the_exact_ratio_recovers_the_data_shares(gmm2d, gmm2d_data, pi):
+    """The trained-on distribution's exact denoiser (p_bias for π = 0, the D_obs mixture for
+    π = 0.3), shifted by the method's guidance with the exact ratio, samples p_data; without the
+    guidance it samples the training distribution (the test can tell the two apart)."""
+    from helpers import exact_denoiser
+    from tiwbench.diffusion import heun_sample
+    from tiwbench.evaluate import bias_metrics
+    from tiwbench.methods.base import guided
+    from tiwbench.methods.dsm_obs import DSMObs
+
+    mix = gmm2d.mixture
+    w_data, w_bias = gmm2d.w_data.double(), gmm2d.w_bias.double()
+    w_train = pi * w_data + (1 - pi) * w_bias
+    denoise = exact_denoiser(type(mix)(mix.means.double(), mix.std), w_train)
+    ratio = gmm2d_data.exact_ratio(True)
+    noise = torch.randn(8000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for method, target in ((ExactGuidance(), w_data), (DSMObs(), w_train)):
+        x = heun_sample(guided(denoise, method, ratio, pi), noise, steps=18)
+        shares = torch.tensor(bias_metrics(mix.classify(x), w_data.float())["shares"], dtype=torch.float64)
+        assert (shares - target).abs().max() < 0.02, (type(method).__name__, shares, target)
+    assert guided(denoise, DSMObs(), ratio, pi) is denoise

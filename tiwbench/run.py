@@ -22,7 +22,7 @@ from .checkpoint import load_torch, save_torch, write_json
 from .datasets.base import BenchmarkData, DatasetRecipe
 from .diffusion import Denoiser
 from .errors import TiwbenchError
-from .methods.base import Method
+from .methods.base import Method, guided
 from .ratio import DensityRatio, LearnedRatio, RatioTrainConfig, train_ratio
 from .train import TrainConfig, autocast, train_score
 
@@ -314,7 +314,8 @@ def _execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Pat
 
     t0 = time.perf_counter()
     with progress_bar("sampling", cfg.num_samples) as update, autocast(dev, cfg.precision):
-        samples = evaluate.generate(torch.compile(ema) if compile else ema, cfg.num_samples, tuple(data.x_bias.shape[1:]), cfg.sample_steps,
+        denoise = guided(torch.compile(ema) if compile else ema, method, ratio_model, pi, cfg.alpha)
+        samples = evaluate.generate(denoise, cfg.num_samples, tuple(data.x_bias.shape[1:]), cfg.sample_steps,
                                     seed=cfg.seed + 2, device=dev, on_chunk=update,
                                     chunk=cfg.batch_size if data.x_bias.ndim == 4 else 10_000)
     timing["sample_s"] = time.perf_counter() - t0
