@@ -61,6 +61,20 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(gmm2d_data, tm
     assert state["step"] == 25 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+def test_interrupt_after_a_non_finite_loss_saves_nothing(gmm2d_data, tmp_path):
+    """Losses are checked in batches; a stop request checks them before it saves, so the
+    non-finite update of step 30 is not written by the save at the interrupt (step 35)."""
+    ckpt = tmp_path / "c.pt"
+
+    def interrupt(step):
+        if step == 35:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TiwbenchError, match="non-finite loss at step 30"):
+        train(gmm2d_data.x_bias, ckpt, method=NaNLoss(), on_step=interrupt)
+    assert torch.load(ckpt, weights_only=True)["step"] == 25
+
+
 def test_corrupt_or_foreign_checkpoint_is_reported_by_path(gmm2d_data, tmp_path):
     ckpt = tmp_path / "bad.pt"
     ckpt.write_bytes(b"garbage")

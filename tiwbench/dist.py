@@ -28,11 +28,12 @@ def init_from_env(device: torch.device) -> torch.device:
     GPU of its LOCAL_RANK. Returns the device this rank computes on."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return device
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    # NCCL for CUDA tensors (gradients, samples); gloo for the small CPU-side agreements (stop
+    # requests, barriers), which NCCL cannot carry and which must not wait for the GPU
+    dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     return device
 
 
@@ -63,5 +64,6 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def barrier() -> None:
+    """Wait for every rank; a CPU all-reduce, so it takes the gloo backend on GPUs too."""
     if world() > 1:
-        dist.barrier()
+        dist.all_reduce(torch.zeros(1))

@@ -58,7 +58,8 @@ class TrainStep:
         self.model.precond = denoiser.precond  # methods read λ(σ) from it; wrappers do not forward it
 
     def __call__(self, x0: Tensor, sigma: Tensor, noise: Tensor, lr: float) -> Tensor:
-        """Returns the (detached) mean loss; a non-finite loss updates nothing."""
+        """Returns the (detached) mean loss without waiting for it: the caller checks it (a
+        non-finite loss makes a non-finite update, which train_score never saves)."""
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
@@ -71,13 +72,16 @@ class TrainStep:
                 loss = self.method.loss(batch, self.model, self.ratio_model, self.alpha).float().mean() / accum
             loss.backward()
             total += loss.detach()
-        if not torch.isfinite(total):  # no update: the caller stops with the last good state
-            return total
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.cfg.grad_clip)
         self.opt.step()
         self.ema.update_parameters(self.denoiser)
         return total
+
+
+# Losses are checked on the host every this many steps (and before every save), not after each
+# step: a per-step check would make the CPU wait for the GPU at every step.
+LOSS_CHECK_EVERY = 50
 
 
 def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
@@ -90,6 +94,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
     (dist.local_slice), so the run does not depend on the number of processes. Resumes from
     `ckpt_path` when it holds a checkpoint of this configuration, checkpoints every
     `cfg.checkpoint_every` steps, at the end, and on SIGINT/SIGTERM (then raises Interrupted).
+    A non-finite loss stops training (TiwbenchError naming its step) at the next loss check.
     """
     train_step = TrainStep(method, denoiser, ratio_model, alpha, pi, cfg, precision, compile)
     device, ema, opt = train_step.device, train_step.ema, train_step.opt
@@ -116,11 +121,25 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                                    "flip_rng": flip_gen.get_state(), "step": step,
                                    "config": asdict(cfg)})
 
+    unchecked: list[tuple[int, Tensor]] = []  # (step, loss) not yet looked at on the host
+
+    def check_losses() -> None:
+        """One host sync for the unchecked losses; raises at the first non-finite one."""
+        if not unchecked:
+            return
+        finite = torch.isfinite(torch.stack([loss for _, loss in unchecked])).tolist()
+        bad = [k for (k, _), ok in zip(unchecked, finite) if not ok]
+        unchecked.clear()
+        if bad:
+            raise TiwbenchError(f"non-finite loss at step {bad[0]}; the last good checkpoint "
+                                f"is kept at {ckpt_path}")
+
     on_step(step)
     denoiser.train()
     with stop_requests() as stop:
         while step < cfg.steps:
             if dist.any_rank(bool(stop)):
+                check_losses()
                 save()
                 raise Interrupted(f"interrupted at step {step}/{cfg.steps}; checkpoint saved to "
                                   f"{ckpt_path}; run the same command again to resume")
@@ -132,13 +151,13 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
             if cfg.xflip:  # the global batch's flips, from their own stream, then this slice
                 flip = (torch.rand(cfg.batch_size, generator=flip_gen) < 0.5)[mine].to(device)
                 x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-            loss = train_step(x0, sigma, noise, lr)
-            if not torch.isfinite(loss):
-                raise TiwbenchError(f"non-finite loss at step {step}; the last good checkpoint "
-                                    f"is kept at {ckpt_path}")
+            unchecked.append((step, train_step(x0, sigma, noise, lr)))
             step += 1
             on_step(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
+            if at_checkpoint or len(unchecked) == LOSS_CHECK_EVERY:
+                check_losses()  # before any save: a non-finite update is never written
+            if at_checkpoint:
                 save()
     ema.eval()
     return ema
