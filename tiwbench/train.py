@@ -79,6 +79,14 @@ class TrainStep:
         return total
 
 
+def upload(t: Tensor, device: torch.device) -> Tensor:
+    """A CPU tensor on `device`; to a GPU through pinned memory without waiting, since a plain
+    copy from pageable memory would make the CPU wait for the GPU's queued work."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.contiguous().pin_memory().to(device, non_blocking=True)
+
+
 # Losses are checked on the host every this many steps (and before every save), not after each
 # step: a per-step check would make the CPU wait for the GPU at every step.
 LOSS_CHECK_EVERY = 50
@@ -143,13 +151,13 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                 save()
                 raise Interrupted(f"interrupted at step {step}/{cfg.steps}; checkpoint saved to "
                                   f"{ckpt_path}; run the same command again to resume")
-            idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen)[mine]
-            sigma = sample_training_sigma(cfg.batch_size, gen)[mine].to(device)
-            noise = torch.randn((cfg.batch_size, *x_train.shape[1:]), generator=gen)[mine].to(device)
+            idx = upload(torch.randint(len(x_train), (cfg.batch_size,), generator=gen)[mine], device)
+            sigma = upload(sample_training_sigma(cfg.batch_size, gen)[mine], device)
+            noise = upload(torch.randn((cfg.batch_size, *x_train.shape[1:]), generator=gen)[mine], device)
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
-            x0 = to_model_space(x_train[idx.to(device)])
+            x0 = to_model_space(x_train[idx])
             if cfg.xflip:  # the global batch's flips, from their own stream, then this slice
-                flip = (torch.rand(cfg.batch_size, generator=flip_gen) < 0.5)[mine].to(device)
+                flip = upload((torch.rand(cfg.batch_size, generator=flip_gen) < 0.5)[mine], device)
                 x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
             unchecked.append((step, train_step(x0, sigma, noise, lr)))
             step += 1
