@@ -46,7 +46,8 @@ def test_run_writes_a_record_and_is_not_redone(tmp_path):
     assert (folder / "samples.png").exists() and not (folder / "checkpoint.pt").exists()
     assert len(record["ratio_error"]) == 13 and record["ratio_kind"] == "time_dependent"
     out = invoke("table", "--results", str(res), "--ratio-error")
-    assert out.exit_code == 0 and "| σ | time_dependent (ref 0.05) |" in out.output
+    assert out.exit_code == 0 and "### gmm2d — time-dependent ratio: RMSE of log r" in out.output
+    assert "| σ | ref 0.05 |" in out.output
     # the ratio model is cached and reused by tiw_nocorr (same dataset, ref, seed)
     out = invoke(*[a if a != "tiw_dsm" else "tiw_nocorr" for a in args])
     assert out.exit_code == 0 and "reusing the cached time_dependent ratio model" in out.output

@@ -45,3 +45,19 @@ def test_commands_split_by_setting_and_alpha():
     labels = set(long_table(records).method)
     assert "tiw_dsm [n_bias=100, precision=bf16, xflip=True]" in labels
     assert "tiw_dsm [precision=fp32, xflip=False]" in labels
+
+
+def test_ratio_error_keeps_ratio_models_trained_differently_apart():
+    from tiwbench.results import ratio_error_table
+
+    def with_error(rec, err):
+        rec.update(ratio_kind="time_dependent", ratio_error=[{"sigma": 1.0, "log_r_rmse": err,
+                                                              "grad_rmse": err, "corr_rmse": err}])
+        return rec
+
+    records = [with_error(record("tiw_dsm"), 1.0), with_error(record("tiw_nocorr"), 1.0),
+               with_error(record("tiw_dsm", ratio_steps=400), 3.0)]
+    table = ratio_error_table(records).set_index("ratio")
+    assert table.loc["time_dependent [ratio_steps=200]", "log_r_rmse"] == 1.0
+    assert table.loc["time_dependent [ratio_steps=400]", "log_r_rmse"] == 3.0
+    assert table.loc["time_dependent [ratio_steps=200]", "n"] == 1  # one model shared by two methods

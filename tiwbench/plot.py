@@ -93,8 +93,9 @@ def ratio_error_vs_sigma(records: list[dict], dataset: str, out: Path) -> Path |
     styles = {"time_dependent": "-", "time_independent": "--"}
     ends = []
     for (kind, ref), g in df.groupby(["ratio", "ref"]):
-        line, = ax.plot(g.sigma, g.log_r_rmse, styles.get(kind, ":"), marker=".", label=f"{kind}, ref {ref:g}")
-        ends.append((g.sigma.iloc[-1], g.log_r_rmse.iloc[-1], f"{kind.split('_')[1]} {ref:g}", line.get_color()))
+        style = styles.get(kind.split(" ")[0], ":")  # the kind, without its setting marks
+        line, = ax.plot(g.sigma, g.log_r_rmse, style, marker=".", label=f"{kind}, ref {ref:g}")
+        ends.append((g.sigma.iloc[-1], g.log_r_rmse.iloc[-1], f"{kind.split('_', 1)[1]} {ref:g}", line.get_color()))
     _label_lines(ax, ends)
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import (lower_is_better, ratio_error_markdown, ratio_error_table, ratio_error_wide,
+from .results import (lower_is_better, ratio_error_by_kind, ratio_error_markdown, ratio_error_table,
                       reproduce_commands, wide_tables)
 from .errors import TiwbenchError
 
@@ -50,12 +50,13 @@ def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures
         parts += [f"<h2>{html.escape(metric)}{note}</h2>", _table_html(cells, best)]
     try:
         ratio = ratio_error_table(records, dataset)
-        wide = ratio_error_wide(ratio)
-        head = "".join(f"<th>{html.escape(k)}, ref {r:g}</th>" for k, r in wide.columns)
-        body = "".join(f"<tr><td>{s:.3g}</td>" + "".join(f"<td>{v:.3g}</td>" for v in row) + "</tr>"
-                       for s, row in zip(wide.index, wide.to_numpy()))
-        parts += ["<h2>Density-ratio error by σ</h2><p>RMSE of log r against the exact ratio, mean over seeds.</p>",
-                  f"<table><tr><th>σ</th>{head}</tr>{body}</table>"]
+        parts.append("<h2>Density-ratio error by σ</h2><p>RMSE of log r against the exact ratio, mean over seeds.</p>")
+        for kind, sub in ratio_error_by_kind(ratio):
+            head = "".join(f"<th>ref {r:g}</th>" for r in sub.columns)
+            body = "".join(f"<tr><td>{s:.3g}</td>" + "".join(f"<td>{v:.3g}</td>" for v in row) + "</tr>"
+                           for s, row in zip(sub.index, sub.to_numpy()))
+            parts += [f"<h3>{html.escape(kind.replace('_', '-'))} ratio</h3>",
+                      f"<table><tr><th>σ</th>{head}</tr>{body}</table>"]
     except TiwbenchError:
         pass
     parts += ["<h2>Figures</h2>"] + [_image(p) for p in figures]

@@ -58,20 +58,26 @@ def _text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def row_labels(records: list[dict]) -> list[str]:
-    """Each record's row: its method label, and in brackets the settings that differ between
-    runs of its dataset, so that runs made differently are never pooled into one mean."""
-    settings = [run_setting(r) for r in records]
+def setting_marks(records: list[dict], relevant=lambda field: True) -> list[str]:
+    """Each record's " [field=value, ...]" over the `relevant` setting fields that differ between
+    records of its dataset ("" where none differ), so that labels keep such runs apart."""
+    settings = [{k: v for k, v in run_setting(r).items() if relevant(k)} for r in records]
     seen: dict[str, dict[str, set]] = {}
     for r, s in zip(records, settings):
         for k, v in s.items():
             seen.setdefault(r["config"]["dataset"], {}).setdefault(k, set()).add(v)
-    labels = []
+    marks = []
     for r, s in zip(records, settings):
         varying = [k for k, values in seen[r["config"]["dataset"]].items() if len(values) > 1 and k in s]
-        marks = ", ".join(s[k] if k == "dataset_options" else f"{k}={s[k]}" for k in varying if s[k] != "")
-        labels.append(method_label(r) + (f" [{marks}]" if marks else ""))
-    return labels
+        text = ", ".join(s[k] if k == "dataset_options" else f"{k}={s[k]}" for k in varying if s[k] != "")
+        marks.append(f" [{text}]" if text else "")
+    return marks
+
+
+def row_labels(records: list[dict]) -> list[str]:
+    """Each record's row: its method label and, in brackets, the settings that differ between
+    runs of its dataset, so that runs made differently are never pooled into one mean."""
+    return [method_label(r) + mark for r, mark in zip(records, setting_marks(records))]
 
 
 def long_table(records: list[dict], dataset: str | None = None) -> pd.DataFrame:
@@ -172,12 +178,15 @@ def render(long: pd.DataFrame, fmt: str) -> str:
 
 def ratio_error_table(records: list[dict], dataset: str | None = None) -> pd.DataFrame:
     """Learned-ratio error against the exact ratio by σ (the paper's Figure 2 as a table):
-    mean over seeds of each error, one row per dataset, ratio kind, ref and σ. Methods sharing a
-    ratio model (tiw_dsm, tiw_nocorr) count once."""
-    rows = [{"dataset": r["config"]["dataset"], "ratio": r["ratio_kind"], "ref": r["config"]["ref"],
+    mean over seeds of each error, one row per dataset, ratio kind (marked with its training
+    setting where those differ), ref and σ. Methods sharing a ratio model (tiw_dsm, tiw_nocorr)
+    count once."""
+    records = [r for r in records if r.get("ratio_error") and r.get("ratio_source") == "trained"
+               and (dataset is None or r["config"]["dataset"] == dataset)]
+    marks = setting_marks(records, lambda field: field.startswith("ratio_") or field == "dataset_options")
+    rows = [{"dataset": r["config"]["dataset"], "ratio": r["ratio_kind"] + mark, "ref": r["config"]["ref"],
              "seed": r["config"]["seed"], **e}
-            for r in records if r.get("ratio_error") and r.get("ratio_source") == "trained"
-            and (dataset is None or r["config"]["dataset"] == dataset) for e in r["ratio_error"]]
+            for r, mark in zip(records, marks) for e in r["ratio_error"]]
     if not rows:
         raise TiwbenchError("no finished runs with a trained ratio on a dataset with an exact ratio")
     df = pd.DataFrame(rows).drop_duplicates(["dataset", "ratio", "ref", "seed", "sigma"])
@@ -186,23 +195,25 @@ def ratio_error_table(records: list[dict], dataset: str | None = None) -> pd.Dat
                  corr_rmse=("corr_rmse", "mean"), n=("seed", "count")).reset_index())
 
 
-def ratio_error_wide(df: pd.DataFrame) -> pd.DataFrame:
-    """log r RMSE with σ as rows and (ratio kind, ref) as columns."""
-    return df.pivot_table(index="sigma", columns=["ratio", "ref"], values="log_r_rmse")
+def ratio_error_by_kind(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(ratio kind, log r RMSE with σ as rows and refs as columns), time-dependent first."""
+    wide = df.pivot_table(index="sigma", columns=["ratio", "ref"], values="log_r_rmse")
+    return [(kind, wide[kind]) for kind in dict.fromkeys(wide.columns.get_level_values(0))]
 
 
 def ratio_error_markdown(df: pd.DataFrame) -> str:
-    """log r RMSE by σ, time-dependent beside time-independent, one table per dataset."""
+    """log r RMSE by σ, one table per dataset and ratio kind."""
     parts = []
     for dataset, g in df.groupby("dataset"):
-        wide = ratio_error_wide(g)
         n = int(g["n"].min())
-        header = ["σ"] + [f"{kind} (ref {ref:g})" for kind, ref in wide.columns]
-        lines = [f"### {dataset} — RMSE of log r against the exact ratio, by σ (mean of {n}+ seeds)", "",
-                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += [f"| {s:.3g} | " + " | ".join(f"{v:.3g}" for v in row) + " |"
-                  for s, row in zip(wide.index, wide.to_numpy())]
-        parts.append("\n".join(lines))
+        for kind, table in ratio_error_by_kind(g):
+            header = ["σ"] + [f"ref {ref:g}" for ref in table.columns]
+            lines = [f"### {dataset} — {kind.replace('_', '-')} ratio: RMSE of log r against the exact "
+                     f"ratio, by σ (mean of {n}+ seeds)", "",
+                     "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += [f"| {s:.3g} | " + " | ".join(f"{v:.3g}" for v in row) + " |"
+                      for s, row in zip(table.index, table.to_numpy())]
+            parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 

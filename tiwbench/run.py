@@ -228,6 +228,8 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
         return data.exact_ratio(time_dependent)
     key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref, "seed": cfg.seed, "kind": kind,
            **asdict(cfg.ratio_config())}
+    if cfg.precision == "tf32":  # trained with TF32 matmuls (ratio training is otherwise fp32)
+        key["tf32"] = True
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest}.pt"
     torch.manual_seed(cfg.seed)
