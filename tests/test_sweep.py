@@ -136,3 +136,25 @@ def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     with run_lock(tmp_path):  # its process is gone: the lock is stale
         assert lock.read_text().endswith(f":{os.getpid()}")
     assert not lock.exists()
+
+
+def test_a_waiting_lock_waits_for_a_live_holder(tmp_path):
+    """Ratio models use a waiting lock: a second sweep needing the model another one is training
+    waits, then reuses it, instead of training it again or failing."""
+    import socket
+    import time
+
+    from tiwbench.run import run_lock
+
+    lock = tmp_path / "model.pt.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    try:
+        lock.write_text(f"{socket.gethostname()}:{holder.pid}")
+        t0 = time.monotonic()
+        with run_lock(tmp_path, "model.pt.lock", wait=True):
+            assert holder.poll() is not None  # taken once the holder had ended (not yet reaped: a zombie)
+        assert time.monotonic() - t0 > 1.0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not lock.exists()

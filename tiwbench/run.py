@@ -186,10 +186,30 @@ class RunInProgress(TiwbenchError):
 
 
 @contextmanager
-def run_lock(folder: Path) -> Iterator[None]:
-    """Hold `folder/.lock` (host:pid) while a run computes, so that two sweeps sharing a results
-    folder do not both compute one run. A lock left by a dead process on this host is taken over."""
-    path, me = folder / ".lock", f"{socket.gethostname()}:{os.getpid()}"
+def run_lock(folder: Path, name: str = ".lock", wait: bool = False) -> Iterator[None]:
+    """Hold `folder/name` (host:pid) while a run computes, so that two sweeps sharing a results
+    folder do not both compute one run. A lock left by a dead process on this host is taken over.
+    A live holder makes it raise RunInProgress, or with `wait`, wait for the holder to finish."""
+    path, told = folder / name, False
+    while True:
+        try:
+            _take(path)
+            break
+        except RunInProgress as e:
+            if not wait:
+                raise
+            if not told:
+                console.print(f"waiting: {e}")
+                told = True
+            time.sleep(1.0)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _take(path: Path) -> None:
+    me = f"{socket.gethostname()}:{os.getpid()}"
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -197,27 +217,29 @@ def run_lock(folder: Path) -> Iterator[None]:
         except FileExistsError:
             host, _, pid = path.read_text().partition(":")
             if host != socket.gethostname() or _alive(int(pid or 0)):
-                raise RunInProgress(f"{folder.name} is being computed by {host}:{pid} "
-                                    f"(delete {path} if that process is gone)") from None
+                raise RunInProgress(f"{path.parent.name if path.name == '.lock' else path.name.removesuffix('.lock')} is being "
+                                    f"computed by {host}:{pid} (delete {path} if that process is gone)") from None
             path.unlink(missing_ok=True)  # stale: its process has ended
     else:
         raise RunInProgress(f"could not take the lock {path}")
     os.write(fd, me.encode())
     os.close(fd)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process runs (an ended one its parent has not yet reaped counts as ended)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return pid > 0
+    try:  # Linux: state "Z" = a zombie
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: BenchmarkData,
@@ -236,11 +258,15 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     model = LearnedRatio(recipe.ratio_net(), data.sigma_data, time_dependent).to(device)
     trained_here = False
     if not path.exists() and dist.is_main():  # other processes wait, then read the cache
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
-        with progress_bar(f"ratio ({kind})", cfg.ratio_steps) as update:
-            train_ratio(model, data.x_bias, data.x_ref, cfg.ratio_config(), gen, on_step=update)
-        save_torch(path, {"model": model.state_dict(), "config": key})
-        trained_here = True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # another sweep on this folder may be training the same model: wait for it, then reuse
+        with run_lock(path.parent, path.name + ".lock", wait=True):
+            if not path.exists():
+                gen = torch.Generator().manual_seed(cfg.seed + 1)
+                with progress_bar(f"ratio ({kind})", cfg.ratio_steps) as update:
+                    train_ratio(model, data.x_bias, data.x_ref, cfg.ratio_config(), gen, on_step=update)
+                save_torch(path, {"model": model.state_dict(), "config": key})
+                trained_here = True
     dist.barrier()
     if not trained_here:
         model.load_state_dict(load_torch(path, expect=key)["model"])
