@@ -22,10 +22,11 @@ def test_sweep_then_report_writes_tables_figures_and_html(tmp_path):
     assert {"table.md", "table.csv", "report.html", "bias_l2_vs_ref.png", "fd_data_vs_ref.png",
             "alpha_tradeoff.png", "ratio_error_vs_sigma.png", "samples.png"} <= names
     md = (out_dir / "table.md").read_text()
-    options = "--steps 200 --ratio-steps 200 --sample-steps 8 --num-samples 1000"
+    options = f"--steps 200 --ratio-steps 200 --sample-steps 8 --num-samples 1000 --results {res}"
     assert f"tiwbench sweep --dataset gmm2d --methods dsm_obs,tiw_dsm --refs 0.05,0.2 --seeds 0 {options}\n" in md
     assert f"tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05,0.2 --seeds 0 --alphas 0.5,1 {options}\n" in md
     assert "| tiw_dsm (α=0.5) |" in md
+    assert f"Made by `tiwbench report --dataset gmm2d --results {res} --out {out_dir}`" in md
     page = (out_dir / "report.html").read_text()
     assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 5
     assert "<b>" in page and "torch" in page

@@ -1,6 +1,6 @@
 """Aggregation of run records into tables and the commands that reproduce them (no training)."""
 
-from tiwbench.results import long_table, reproduce_commands
+from tiwbench.results import long_table, render, reproduce_commands
 
 
 def record(method, ref=0.05, seed=0, alpha=1.0, bias=0.1, **config):
@@ -22,6 +22,8 @@ def test_runs_made_differently_are_not_pooled():
               [record("dsm_obs", seed=s, bias=0.5) for s in (0, 1)]
     rows = bias_rows(records)
     assert rows[("tiw_dsm [steps=200]", 0.05)] == (0.1, 2)
+    md = render(long_table(records + [record("tiw_dsm", steps=1000)]), "md")
+    assert md.index("tiw_dsm [steps=200]") < md.index("tiw_dsm [steps=400]") < md.index("tiw_dsm [steps=1000]")
     assert rows[("tiw_dsm [steps=400]", 0.05)] == (0.3, 2)
     assert rows[("dsm_obs [steps=200]", 0.05)] == (0.5, 2)
 

@@ -4,3 +4,7 @@ Importing the package is cheap; the heavy modules (torch, pandas) load on use.
 """
 
 __version__ = "0.1.0"
+
+from pathlib import Path as _Path
+
+DEFAULT_RESULTS = _Path("results/runs")  # where runs are recorded unless --results says otherwise

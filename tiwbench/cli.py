@@ -11,11 +11,11 @@ from typing import Optional
 import typer
 
 from .errors import Interrupted, TiwbenchError
+from . import DEFAULT_RESULTS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark debiasing methods for diffusion models trained on biased data.")
 
-DEFAULT_RESULTS = Path("results/runs")
 # Options shared by `run` and `sweep` (None = the dataset's default).
 ResultsOpt = typer.Option(DEFAULT_RESULTS, "--results", help="Folder of run records.")
 RatioOpt = typer.Option("trained", help="Density ratio for ratio-based methods: trained | oracle.")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import TiwbenchError
-from .results import ratio_error_table
+from .results import natural_key, ratio_error_table
 
 COLORS = {"dsm_obs": "tab:gray", "dsm_ref": "tab:green", "iw_dsm": "tab:orange",
           "tiw_dsm": "tab:blue", "tiw_nocorr": "tab:purple"}
@@ -92,7 +92,8 @@ def ratio_error_vs_sigma(records: list[dict], dataset: str, out: Path) -> Path |
     fig, ax = plt.subplots(figsize=(6, 4))
     styles = {"time_dependent": "-", "time_independent": "--"}
     ends = []
-    for (kind, ref), g in df.groupby(["ratio", "ref"]):
+    groups = sorted(df.groupby(["ratio", "ref"]), key=lambda t: (natural_key(t[0][0]), t[0][1]))
+    for (kind, ref), g in groups:
         style = styles.get(kind.split(" ")[0], ":")  # the kind, without its setting marks
         line, = ax.plot(g.sigma, g.log_r_rmse, style, marker=".", label=f"{kind}, ref {ref:g}")
         ends.append((g.sigma.iloc[-1], g.log_r_rmse.iloc[-1], f"{kind.split('_', 1)[1]} {ref:g}", line.get_color()))

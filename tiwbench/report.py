@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import DEFAULT_RESULTS
 from .results import (lower_is_better, ratio_error_by_kind, ratio_error_markdown, ratio_error_table,
-                      reproduce_commands, wide_tables)
+                      ratio_title, reproduce_commands, wide_tables)
 from .errors import TiwbenchError
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -32,18 +33,18 @@ def _image(path: Path) -> str:
     return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures: list[Path]) -> str:
-    """The page's HTML; figures are embedded as data URIs so the file stands alone."""
+def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures: list[Path],
+                  commands: list[str]) -> str:
+    """The page's HTML; figures are embedded as data URIs so the file stands alone. `commands`
+    reproduce the runs and then this page."""
     runs = [r for r in records if r["config"]["dataset"] == dataset]
     if not runs:
         raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
     versions = sorted({tuple(sorted(r.get("versions", {}).items())) for r in runs})
     devices = sorted({r.get("device", "?") for r in runs})
-    commands = "\n".join(reproduce_commands(records, dataset))
     parts = [f"<h1>tiwbench — {html.escape(dataset)}</h1>",
              f"<p>{len(runs)} finished runs. Reproduce the runs, then this page:</p>",
-             f"<pre>{html.escape(commands)}\n"
-             f"tiwbench report --dataset {html.escape(dataset)}</pre>",
+             f"<pre>{html.escape(chr(10).join(commands))}</pre>",
              "<p>Cells: mean ± std over seeds (n); best per column in bold.</p>"]
     for _, metric, cells, best in wide_tables(long[long.dataset == dataset]):
         note = "" if metric == "attr_acc" else f" ({'lower' if lower_is_better(metric) else 'higher'} is better)"
@@ -55,7 +56,7 @@ def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures
             head = "".join(f"<th>ref {r:g}</th>" for r in sub.columns)
             body = "".join(f"<tr><td>{s:.3g}</td>" + "".join(f"<td>{v:.3g}</td>" for v in row) + "</tr>"
                            for s, row in zip(sub.index, sub.to_numpy()))
-            parts += [f"<h3>{html.escape(kind.replace('_', '-'))} ratio</h3>",
+            parts += [f"<h3>{html.escape(ratio_title(kind))}</h3>",
                       f"<table><tr><th>σ</th>{head}</tr>{body}</table>"]
     except TiwbenchError:
         pass
@@ -85,9 +86,13 @@ def write_report(results: Path, dataset: str, out: Path) -> list[Path]:
     records = load_records(results)
     long = long_table(records, dataset)
     out.mkdir(parents=True, exist_ok=True)
-    commands = "\n".join(f"    {c}" for c in reproduce_commands(records, dataset))
-    md = (f"# {dataset}\n\nMade by `tiwbench report --dataset {dataset}` from the runs of\n\n"
-          f"{commands}\n\n(mean ± std over seeds, n in parentheses).\n\n"
+    folder = "" if results == DEFAULT_RESULTS else f" --results {results}"
+    sweeps = [c + folder for c in reproduce_commands(records, dataset)]
+    report = f"tiwbench report --dataset {dataset}{folder}" + ("" if out == Path("results") / dataset
+                                                               else f" --out {out}")
+    listed = "\n".join(f"    {c}" for c in sweeps)
+    md = (f"# {dataset}\n\nMade by `{report}` from the runs of\n\n"
+          f"{listed}\n\n(mean ± std over seeds, n in parentheses).\n\n"
           f"{feature_space_note(records, dataset)}\n\n" + render(long, "md"))
     try:
         md += "\n" + ratio_error_markdown(ratio_error_table(records, dataset))
@@ -97,5 +102,5 @@ def write_report(results: Path, dataset: str, out: Path) -> list[Path]:
     written[0].write_text(md)
     written[1].write_text(render(long, "csv"))
     figures = all_figures(records, long, dataset, out)
-    (out / "report.html").write_text(render_report(records, long, dataset, figures))
+    (out / "report.html").write_text(render_report(records, long, dataset, figures, sweeps + [report]))
     return written + figures + [out / "report.html"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -122,8 +123,15 @@ def wide_tables(long: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, pd.Dat
         else:
             target = mean.min() if lower_is_better(metric) else mean.max()
             best = mean.eq(target, axis="columns")
-        out.append((dataset, metric, cells, best))
+        rows = sorted(cells.index, key=natural_key)
+        out.append((dataset, metric, cells.loc[rows], best.loc[rows]))
     return sorted(out, key=lambda t: (t[0], metric_sort_key(t[1]), t[1]))
+
+
+def natural_key(label: str) -> list:
+    """Sort key that orders numbers inside labels by value (ratio_steps=500 before 6000)."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", label)
+    return [float(p) if i % 2 else p for i, p in enumerate(parts)]
 
 
 def _title(dataset: str, metric: str) -> str:
@@ -198,7 +206,14 @@ def ratio_error_table(records: list[dict], dataset: str | None = None) -> pd.Dat
 def ratio_error_by_kind(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(ratio kind, log r RMSE with σ as rows and refs as columns), time-dependent first."""
     wide = df.pivot_table(index="sigma", columns=["ratio", "ref"], values="log_r_rmse")
-    return [(kind, wide[kind]) for kind in dict.fromkeys(wide.columns.get_level_values(0))]
+    kinds = sorted(dict.fromkeys(wide.columns.get_level_values(0)), key=natural_key)
+    return [(kind, wide[kind]) for kind in kinds]
+
+
+def ratio_title(kind: str) -> str:
+    """'time_dependent [ratio_steps=500]' -> 'time-dependent ratio [ratio_steps=500]'."""
+    name, _, marks = kind.partition(" ")
+    return f"{name.replace('_', '-')} ratio" + (f" {marks}" if marks else "")
 
 
 def ratio_error_markdown(df: pd.DataFrame) -> str:
@@ -208,7 +223,7 @@ def ratio_error_markdown(df: pd.DataFrame) -> str:
         n = int(g["n"].min())
         for kind, table in ratio_error_by_kind(g):
             header = ["σ"] + [f"ref {ref:g}" for ref in table.columns]
-            lines = [f"### {dataset} — {kind.replace('_', '-')} ratio: RMSE of log r against the exact "
+            lines = [f"### {dataset} — {ratio_title(kind)}: RMSE of log r against the exact "
                      f"ratio, by σ (mean of {n}+ seeds)", "",
                      "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += [f"| {s:.3g} | " + " | ".join(f"{v:.3g}" for v in row) + " |"
