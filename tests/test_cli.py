@@ -25,6 +25,13 @@ def test_list_shows_methods_and_datasets_with_descriptions():
     assert "score correction" in out.output
 
 
+def test_help_shows_the_bracketed_defaults():
+    """Help texts are plain text: "[dataset default]" must not vanish as if it were markup."""
+    out = invoke("run", "--help")
+    assert out.exit_code == 0 and "[dataset default]" in " ".join(out.output.split())
+    assert "[results/<dataset>]" in invoke("report", "--help").output
+
+
 def test_dry_run_prints_the_resolved_config():
     out = invoke("run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.05", "--dry-run")
     assert out.exit_code == 0

@@ -14,6 +14,7 @@ from .errors import Interrupted, TiwbenchError
 from . import DEFAULT_RESULTS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # help texts say "[dataset default]": plain text, not markup
                   help="Benchmark debiasing methods for diffusion models trained on biased data.")
 
 # Options shared by `run` and `sweep` (None = the dataset's default).
