@@ -185,6 +185,7 @@ def test_missing_files_give_one_instructive_line(dataset, expected, tmp_path):
     assert out.exit_code == 2 and "Traceback" not in out.output
     assert expected in out.output and "missing" in out.output
     assert len(out.output.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # a run that fails before it starts leaves no folder
 
 
 def test_fid_uses_clean_fid_inception_weights_when_given(tmp_path, monkeypatch):

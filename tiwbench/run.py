@@ -294,9 +294,15 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
         return json.loads(record_path.read_text())
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: process 0 holds the lock
         return _execute(cfg, results, device, data_root, compile)
-    check_writable(results / cfg.run_id)
-    with run_lock(results / cfg.run_id):
-        return _execute(cfg, results, device, data_root, compile)
+    folder = results / cfg.run_id
+    check_writable(folder)
+    try:
+        with run_lock(folder):
+            return _execute(cfg, results, device, data_root, compile)
+    except BaseException:
+        if folder.is_dir() and not any(folder.iterdir()):  # failed before writing anything
+            folder.rmdir()
+        raise
 
 
 def _execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path | None = None,
@@ -314,14 +320,14 @@ def _execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Pat
         return json.loads(record_path.read_text())
     started = time.perf_counter()
     dev = dist.init_from_env(resolve_device(device))
-    if dist.is_main():
-        write_json(folder / "config.json", asdict(cfg))
-    dist.barrier()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.precision == "tf32"
     compile = dev.type == "cuda" if compile is None else compile
     method = registry.get_method(cfg.method)
     recipe = registry.get_dataset(cfg.dataset, **dict(cfg.dataset_options))
     data = recipe.build(cfg.ref, cfg.seed, data_root, cache_dir=results / "_cache")
+    if dist.is_main():  # once the data is there: a run that cannot start leaves no folder
+        write_json(folder / "config.json", asdict(cfg))
+    dist.barrier()
     timing = {}
 
     t0 = time.perf_counter()
