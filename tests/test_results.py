@@ -63,3 +63,13 @@ def test_ratio_error_keeps_ratio_models_trained_differently_apart():
     assert table.loc["time_dependent [ratio_steps=200]", "log_r_rmse"] == 1.0
     assert table.loc["time_dependent [ratio_steps=400]", "log_r_rmse"] == 3.0
     assert table.loc["time_dependent [ratio_steps=200]", "n"] == 1  # one model shared by two methods
+
+
+def test_oracle_runs_get_their_own_command():
+    oracle = record("tiw_dsm", ratio="oracle", ratio_steps=6000)
+    oracle["ratio_source"] = "oracle"
+    records = [record("tiw_dsm"), oracle]
+    assert reproduce_commands(records, "gmm2d") == [
+        "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --steps 200 --ratio-steps 200",
+        "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --ratio oracle --steps 200"]
+    assert set(long_table(records).method) == {"tiw_dsm", "tiw_dsm+oracle"}

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from .errors import Interrupted, TiwbenchError
-from . import DEFAULT_RESULTS
+from . import DEFAULT_RESULTS, default_out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,  # help texts say "[dataset default]": plain text, not markup
@@ -105,7 +105,7 @@ def run(
         return
     m = record["metrics"]
     console.print(f"[bold]{cfg.run_id}[/bold]  " + "  ".join(f"{k}={v:.4g}" for k, v in m.items()))
-    console.print(f"record: {results / cfg.run_id / 'metrics.json'}")
+    console.print(f"record: {cfg.record_path(results)}")
 
 
 @app.command()
@@ -204,7 +204,7 @@ def plot(
     from .results import load_records, long_table
 
     records = load_records(results)
-    for path in all_figures(records, long_table(records, dataset), dataset, out or Path("results") / dataset):
+    for path in all_figures(records, long_table(records, dataset), dataset, out or default_out(dataset)):
         typer.echo(str(path))
 
 
@@ -218,7 +218,7 @@ def report(
     """Write table.md, the long table.csv, the figures and a self-contained report.html."""
     from .report import write_report
 
-    for path in write_report(results, dataset, out or Path("results") / dataset):
+    for path in write_report(results, dataset, out or default_out(dataset)):
         typer.echo(str(path))
 
 

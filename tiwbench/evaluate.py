@@ -70,10 +70,10 @@ def ratio_error(model: DensityRatio, exact: DensityRatio, x0: Tensor, pi: float,
     """
     gen = torch.Generator().manual_seed(seed)
     rows = []
+    device = _device_of(model)
     for s in sigmas or ratio_sigmas():
         sigma = torch.full((len(x0),), s)
         x = x0 + s * torch.randn(x0.shape, generator=gen)
-        device = next(model.parameters(), torch.empty(0)).device
         lr_m, g_m = (t.cpu() for t in log_r_and_grad(model, x.to(device), sigma.to(device), pi))
         lr_e, g_e = log_r_and_grad(exact, x.double(), sigma.double(), pi)
         g_err = (g_m.double() - g_e).flatten(1).norm(dim=1).pow(2).mean().sqrt()
@@ -92,7 +92,7 @@ def integrated_error(rows: list[dict], key: str = "log_r_rmse") -> float:
 @torch.no_grad()
 def weight_collapse(model: DensityRatio, x_bias: Tensor, threshold: float = 0.01, batch: int = 1000) -> float:
     """Share of D_bias samples whose clean-data weight w(x0) (at σ_min) is below `threshold`."""
-    device = next(model.parameters(), torch.empty(0)).device
+    device = _device_of(model)
     below = 0
     for chunk in x_bias.split(batch):
         x = to_model_space(chunk.to(device))
@@ -156,3 +156,8 @@ def fid(samples: Tensor, reference: Tensor, extractor: InceptionFeatures, stats_
 def _gaussian(f: Tensor):
     f = f.double().numpy()
     return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    """Where a model's parameters live (the CPU for parameter-free ones, e.g. exact ratios)."""
+    return next(model.parameters(), torch.empty(0)).device

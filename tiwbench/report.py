@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import DEFAULT_RESULTS
-from .results import (lower_is_better, ratio_error_by_kind, ratio_error_markdown, ratio_error_table,
+from . import DEFAULT_RESULTS, default_out
+from .results import (metric_heading, ratio_error_by_kind, ratio_error_markdown, ratio_error_table,
                       ratio_title, reproduce_commands, wide_tables)
 from .errors import TiwbenchError
 
@@ -33,10 +33,10 @@ def _image(path: Path) -> str:
     return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures: list[Path],
-                  commands: list[str]) -> str:
-    """The page's HTML; figures are embedded as data URIs so the file stands alone. `commands`
-    reproduce the runs and then this page."""
+def render_report(records: list[dict], long: pd.DataFrame, ratio: pd.DataFrame | None, dataset: str,
+                  figures: list[Path], commands: list[str]) -> str:
+    """The page's HTML; figures are embedded as data URIs so the file stands alone. `ratio` is
+    the ratio-error table, if the dataset has one; `commands` reproduce the runs, then this page."""
     runs = [r for r in records if r["config"]["dataset"] == dataset]
     if not runs:
         raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
@@ -47,10 +47,8 @@ def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures
              f"<pre>{html.escape(chr(10).join(commands))}</pre>",
              "<p>Cells: mean ± std over seeds (n); best per column in bold.</p>"]
     for _, metric, cells, best in wide_tables(long[long.dataset == dataset]):
-        note = "" if metric == "attr_acc" else f" ({'lower' if lower_is_better(metric) else 'higher'} is better)"
-        parts += [f"<h2>{html.escape(metric)}{note}</h2>", _table_html(cells, best)]
-    try:
-        ratio = ratio_error_table(records, dataset)
+        parts += [f"<h2>{html.escape(metric_heading(metric))}</h2>", _table_html(cells, best)]
+    if ratio is not None:
         parts.append("<h2>Density-ratio error by σ</h2><p>RMSE of log r against the exact ratio, mean over seeds.</p>")
         for kind, sub in ratio_error_by_kind(ratio):
             head = "".join(f"<th>ref {r:g}</th>" for r in sub.columns)
@@ -58,8 +56,6 @@ def render_report(records: list[dict], long: pd.DataFrame, dataset: str, figures
                            for s, row in zip(sub.index, sub.to_numpy()))
             parts += [f"<h3>{html.escape(ratio_title(kind))}</h3>",
                       f"<table><tr><th>σ</th>{head}</tr>{body}</table>"]
-    except TiwbenchError:
-        pass
     parts += ["<h2>Figures</h2>"] + [_image(p) for p in figures]
     parts += ["<h2>Environment</h2>", "<ul>" + "".join(
         f"<li>{html.escape(', '.join(f'{k} {v}' for k, v in v_))}</li>" for v_ in versions) + "</ul>",
@@ -88,19 +84,20 @@ def write_report(results: Path, dataset: str, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     folder = "" if results == DEFAULT_RESULTS else f" --results {results}"
     sweeps = [c + folder for c in reproduce_commands(records, dataset)]
-    report = f"tiwbench report --dataset {dataset}{folder}" + ("" if out == Path("results") / dataset
+    report = f"tiwbench report --dataset {dataset}{folder}" + ("" if out == default_out(dataset)
                                                                else f" --out {out}")
     listed = "\n".join(f"    {c}" for c in sweeps)
     md = (f"# {dataset}\n\nMade by `{report}` from the runs of\n\n"
           f"{listed}\n\n(mean ± std over seeds, n in parentheses).\n\n"
           f"{feature_space_note(records, dataset)}\n\n" + render(long, "md"))
     try:
-        md += "\n" + ratio_error_markdown(ratio_error_table(records, dataset))
-    except TiwbenchError:
-        pass
+        ratio = ratio_error_table(records, dataset)
+        md += "\n" + ratio_error_markdown(ratio)
+    except TiwbenchError:  # no trained ratio on a dataset with an exact one
+        ratio = None
     written = [out / "table.md", out / "table.csv"]
     written[0].write_text(md)
     written[1].write_text(render(long, "csv"))
     figures = all_figures(records, long, dataset, out)
-    (out / "report.html").write_text(render_report(records, long, dataset, figures, sweeps + [report]))
+    (out / "report.html").write_text(render_report(records, long, ratio, dataset, figures, sweeps + [report]))
     return written + figures + [out / "report.html"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -40,15 +41,21 @@ def method_label(record: dict) -> str:
 OWN_FIELDS = ("dataset", "method", "ref", "alpha", "seed", "ratio")
 
 
-def run_setting(record: dict) -> dict[str, str]:
-    """A run's configuration beyond its own fields, as text: fields missing from older records at
-    their defaults, ratio-training fields only where a ratio was trained (resolve_config resets
-    them elsewhere)."""
+@functools.cache
+def config_defaults() -> dict:
+    """RunConfig's field defaults (what a record written before a field existed ran with)."""
     from dataclasses import fields
 
     from .run import RunConfig
 
-    cfg = {**{f.name: f.default for f in fields(RunConfig)}, **record["config"]}
+    return {f.name: f.default for f in fields(RunConfig)}
+
+
+def run_setting(record: dict) -> dict[str, str]:
+    """A run's configuration beyond its own fields, as text: fields missing from older records at
+    their defaults, ratio-training fields only where a ratio was trained (resolve_config resets
+    them elsewhere)."""
+    cfg = {**config_defaults(), **record["config"]}
     return {k: _text(v) for k, v in cfg.items()
             if k not in OWN_FIELDS and not (k.startswith("ratio_") and cfg["ratio"] != "trained")}
 
@@ -134,10 +141,15 @@ def natural_key(label: str) -> list:
     return [float(p) if i % 2 else p for i, p in enumerate(parts)]
 
 
-def _title(dataset: str, metric: str) -> str:
+def metric_heading(metric: str) -> str:
+    """'bias_l2 (lower is better)'; unranked metrics (attr_acc) bare."""
     if metric in NOT_RANKED:
-        return f"{dataset} — {metric}"
-    return f"{dataset} — {metric} ({'lower' if lower_is_better(metric) else 'higher'} is better)"
+        return metric
+    return f"{metric} ({'lower' if lower_is_better(metric) else 'higher'} is better)"
+
+
+def _title(dataset: str, metric: str) -> str:
+    return f"{dataset} — {metric_heading(metric)}"
 
 
 def to_markdown(long: pd.DataFrame) -> str:
@@ -233,22 +245,23 @@ def ratio_error_markdown(df: pd.DataFrame) -> str:
 
 
 def reproduce_commands(records: list[dict], dataset: str) -> list[str]:
-    """`tiwbench sweep` commands that make these records: one per setting (see run_setting),
-    and the runs at α ≠ 1 as a sweep of their own, so that no command makes runs not shown."""
+    """`tiwbench sweep` commands that make these records: one per setting (see run_setting) and
+    ratio source, the runs at α ≠ 1 as a sweep of their own, so that no command makes runs not shown."""
     runs = [(r["config"], run_setting(r)) for r in records if r["config"]["dataset"] == dataset]
     if not runs:
         raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
-    groups: dict[str, dict[str, list]] = {}  # shared setting -> ratio-training setting -> configs
+    groups: dict[tuple, dict[str, list]] = {}  # (oracle?, shared setting) -> ratio setting -> configs
     for cfg, setting in runs:
-        shared = json.dumps({k: v for k, v in setting.items() if not k.startswith("ratio_")}, sort_keys=True)
+        shared = (cfg["ratio"] == "oracle",  # `--ratio oracle` applies to a whole sweep
+                  json.dumps({k: v for k, v in setting.items() if not k.startswith("ratio_")}, sort_keys=True))
         ratio = {k: v for k, v in setting.items() if k.startswith("ratio_")}
         groups.setdefault(shared, {}).setdefault(json.dumps(ratio, sort_keys=True) if ratio else "", []).append(cfg)
     commands = []
-    for shared, by_ratio in groups.items():
+    for (_, shared), by_ratio in groups.items():
         ratio_free = by_ratio.pop("", [])
         for i, (ratio, cfgs) in enumerate(by_ratio.items() or [("{}", [])]):
             cfgs = cfgs + (ratio_free if i == 0 else [])  # ratio-free runs go with the first
-            setting = {**json.loads(shared), **json.loads(ratio)}
+            setting = json.loads(shared) | json.loads(ratio)
             main = [c for c in cfgs if c["alpha"] == 1]
             other = [c for c in cfgs if c["alpha"] != 1]
             if main:
@@ -263,10 +276,8 @@ def reproduce_commands(records: list[dict], dataset: str) -> list[str]:
 def _sweep_command(dataset: str, runs: list[dict], setting: dict[str, str]) -> str:
     """One `tiwbench sweep` over the runs' methods, refs, seeds and α, with the setting's options
     where they differ from the defaults."""
-    from dataclasses import fields
-
     from . import registry
-    from .run import RUN_OPTIONS, RunConfig
+    from .run import RUN_OPTIONS
 
     join = lambda key: ",".join(_text(v) for v in sorted({c[key] for c in runs}))  # noqa: E731
     parts = [f"tiwbench sweep --dataset {dataset}", f"--methods {join('method')}", f"--refs {join('ref')}",
@@ -275,7 +286,7 @@ def _sweep_command(dataset: str, runs: list[dict], setting: dict[str, str]) -> s
         parts.append(f"--alphas {join('alpha')}")
     if "oracle" in {c["ratio"] for c in runs}:
         parts.append("--ratio oracle")
-    defaults = {f.name: f.default for f in fields(RunConfig)} | registry.load("dataset", dataset).defaults
+    defaults = config_defaults() | registry.load("dataset", dataset).defaults
     for key in RUN_OPTIONS:
         if key in setting and setting[key] != _text(defaults.get(key)):
             flag = "--" + key.replace("_", "-")

@@ -70,6 +70,10 @@ class RunConfig:
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.dataset}-{self.method}-ref{self.ref:g}-a{self.alpha:g}-s{self.seed}-{digest}"
 
+    def record_path(self, results: Path) -> Path:
+        """The run's record; written last and atomically, so it exists only for a finished run."""
+        return results / self.run_id / "metrics.json"
+
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                            ema_decay=self.ema_decay, accum=self.accum, warmup=self.warmup,
@@ -217,8 +221,8 @@ def _take(path: Path) -> None:
         except FileExistsError:
             host, _, pid = path.read_text().partition(":")
             if host != socket.gethostname() or _alive(int(pid or 0)):
-                raise RunInProgress(f"{path.parent.name if path.name == '.lock' else path.name.removesuffix('.lock')} is being "
-                                    f"computed by {host}:{pid} (delete {path} if that process is gone)") from None
+                raise RunInProgress(f"being computed by {host}:{pid} (lock {path}; delete it if that "
+                                    f"process is gone)") from None
             path.unlink(missing_ok=True)  # stale: its process has ended
     else:
         raise RunInProgress(f"could not take the lock {path}")
@@ -288,7 +292,7 @@ def training_set(method: Method, data: BenchmarkData) -> tuple[torch.Tensor, flo
 def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path | None = None,
             compile: bool | None = None) -> dict:
     """Run `cfg` unless its record exists (see `_execute`); holds the run's lock meanwhile."""
-    record_path = results / cfg.run_id / "metrics.json"
+    record_path = cfg.record_path(results)
     if record_path.exists():
         console.print(f"already finished: {record_path.parent}")
         return json.loads(record_path.read_text())
@@ -314,9 +318,8 @@ def _execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Pat
     `compile` (default: on GPUs) applies torch.compile to the score and ratio networks, for
     training and for sampling.
     """
-    folder = results / cfg.run_id
-    record_path = folder / "metrics.json"
-    if record_path.exists():  # finished by another process while this one waited for the lock
+    folder, record_path = results / cfg.run_id, cfg.record_path(results)
+    if record_path.exists():  # finished by another process between its check and taking the lock
         return json.loads(record_path.read_text())
     started = time.perf_counter()
     dev = dist.init_from_env(resolve_device(device))

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import registry
-from .errors import TiwbenchError
+from .errors import Interrupted, TiwbenchError
 from .run import RunConfig, RunInProgress, console, execute, progress_bar, resolve_config
-from .errors import Interrupted
 
 
 def parse_list(text: str, kind=str, what: str = "value") -> list:
@@ -36,6 +35,11 @@ def plan(dataset: str, methods: list[str], refs: list[float], seeds: list[int],
     return list(dict.fromkeys(configs))  # ratio-free methods ignore α: one run for all α
 
 
+def unfinished(configs: list[RunConfig], results: Path) -> list[RunConfig]:
+    """The configurations without a record under `results`."""
+    return [c for c in configs if not c.record_path(results).exists()]
+
+
 @dataclass
 class SweepOutcome:
     done: int = 0
@@ -48,7 +52,7 @@ def run_local(configs: list[RunConfig], results: Path, device: str = "auto",
               data_root: Path | None = None, compile: bool | None = None) -> SweepOutcome:
     """Run each configuration in this process, one after the other."""
     out = SweepOutcome()
-    pending = [c for c in configs if not (results / c.run_id / "metrics.json").exists()]
+    pending = unfinished(configs, results)
     out.skipped = len(configs) - len(pending)
     times: list[float] = []
     with progress_bar("sweep", len(configs)) as update:
@@ -103,8 +107,7 @@ def submit(configs: list[RunConfig], results: Path, device: str = "auto", data_r
         import submitit
     except ImportError as e:
         raise TiwbenchError("--launcher submitit needs submitit: pip install 'tiwbench[slurm]'") from e
-    pending = [c for c in configs if not (results / c.run_id / "metrics.json").exists()]
-    groups = group_by_data(pending)
+    groups = group_by_data(unfinished(configs, results))
     if not groups:
         return []
     executor = submitit.AutoExecutor(folder=results / "_submitit", cluster=cluster)

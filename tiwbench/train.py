@@ -129,18 +129,18 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                                    "flip_rng": flip_gen.get_state(), "step": step,
                                    "config": asdict(cfg)})
 
-    unchecked: list[tuple[int, Tensor]] = []  # (step, loss) not yet looked at on the host
+    unchecked: list[Tensor] = []  # the losses of the steps before `step`, not yet looked at
 
     def check_losses() -> None:
         """One host sync for the unchecked losses; raises at the first non-finite one."""
         if not unchecked:
             return
-        finite = torch.isfinite(torch.stack([loss for _, loss in unchecked])).tolist()
-        bad = [k for (k, _), ok in zip(unchecked, finite) if not ok]
+        finite = torch.isfinite(torch.stack(unchecked)).tolist()
+        first = step - len(unchecked)
         unchecked.clear()
-        if bad:
-            raise TiwbenchError(f"non-finite loss at step {bad[0]}; the last good checkpoint "
-                                f"is kept at {ckpt_path}")
+        if not all(finite):
+            raise TiwbenchError(f"non-finite loss at step {first + finite.index(False)}; the last good "
+                                f"checkpoint is kept at {ckpt_path}")
 
     on_step(step)
     denoiser.train()
@@ -159,7 +159,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
             if cfg.xflip:  # the global batch's flips, from their own stream, then this slice
                 flip = upload((torch.rand(cfg.batch_size, generator=flip_gen) < 0.5)[mine], device)
                 x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-            unchecked.append((step, train_step(x0, sigma, noise, lr)))
+            unchecked.append(train_step(x0, sigma, noise, lr))
             step += 1
             on_step(step)
             at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
