@@ -45,7 +45,7 @@ class DatasetRecipe:
     description: ClassVar[str]
     has_exact_ratio: ClassVar[bool] = False
     defaults: ClassVar[dict] = {}
-    nets: ClassVar[tuple[str, ...]] = ()  # score-network presets; the first is the default
+    nets: ClassVar[tuple[str, ...]] = ()  # the score-network presets `--net` accepts
 
     def build(self, ref: float, seed: int, data_root: Path | None = None,
               cache_dir: Path | None = None) -> BenchmarkData:
