@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test test-fast lint setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,8 +20,16 @@ demo: $(STAMP)
 	$(BIN)/tiwbench sweep --dataset gmm2d --methods dsm_obs,dsm_ref,iw_dsm,tiw_dsm,tiw_nocorr --refs 0.05 --seeds 0
 	$(BIN)/tiwbench table --dataset gmm2d
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# Everything, as CI runs it: lint, then every test (pytest exits 5 on no tests: a failure too).
+test: lint
 	$(BIN)/python -m pytest tests
 
+# The inner loop: lint and the tests not marked slow.
+test-fast: lint
+	$(BIN)/python -m pytest tests -m "not slow"
+
 clean:
-	rm -rf $(VENV) results/runs results/cache
+	rm -rf $(VENV) results/runs

@@ -92,14 +92,15 @@ def main() -> None:
             denoiser = Denoiser(UNet(unet_config(args.net, 3, args.res)), 0.5).to(device, memory_format=layout)
             step = TrainStep(method, denoiser, ratio, 1.0, 0.05, TrainConfig(1, b), precision, compile)
             reset_peak(device)
-            times[method.name] = timed(lambda: step(x0, sigma, noise, 1e-4), args.iters, args.warmup, device)
+            times[method.name] = timed(lambda step=step: step(x0, sigma, noise, 1e-4), args.iters, args.warmup,
+                                       device)
             rows.append((precision, f"{method.name} step", b / times[method.name], peak_gib(device)))
         ema = step.ema.eval()
         samplers = {f"heun {args.sample_steps} steps": torch.compile(ema) if compile else ema}
         if args.sampler_graphs:
             samplers[f"heun {args.sample_steps} steps, CUDA graphs"] = torch.compile(ema, mode="reduce-overhead")
         for what, net in samplers.items():
-            def sample(net=net):
+            def sample(net=net, precision=precision):
                 with autocast(device, precision):
                     heun_sample(net, noise, args.sample_steps)
 

@@ -4,20 +4,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_throughput_script_prints_its_table():
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--device", "cpu", "--net", "tiny",
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--device", "cpu",
+                          "--net", "tiny",
                           "--batch", "4", "--iters", "1", "--warmup", "1", "--precisions", "fp32,bf16",
                           "--sample-steps", "3"], check=True, capture_output=True, text=True).stdout
     assert "| fp32 | tiw_dsm step |" in out and "| bf16 | heun 3 steps |" in out
 
 
+@pytest.mark.slow
 def test_throughput_script_compiles_in_channels_last():
     """The GPU defaults (compiled score and ratio networks and sampler) and the other memory
     layout, exercised on the CPU so that a GPU session finds them working."""
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--device", "cpu", "--net", "tiny",
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--device", "cpu",
+                          "--net", "tiny",
                           "--batch", "4", "--iters", "1", "--warmup", "1", "--precisions", "bf16",
                           "--sample-steps", "3", "--compile", "--channels-last"],
                          check=True, capture_output=True, text=True).stdout

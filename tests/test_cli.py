@@ -2,13 +2,12 @@ import json
 
 import pytest
 import torch
+from conftest import FAST
 from typer.testing import CliRunner
 
 from tiwbench import registry
 from tiwbench.cli import app
 from tiwbench.datasets.gmm import GMM2D
-
-from conftest import FAST
 
 runner = CliRunner()
 
@@ -40,6 +39,7 @@ def test_dry_run_prints_the_resolved_config():
     assert cfg["run_id"].startswith("gmm2d-tiw_dsm-ref0.05-a1-s0-")
 
 
+@pytest.mark.slow
 def test_run_writes_a_record_and_is_not_redone(tmp_path):
     res = tmp_path / "runs"
     args = ["run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.05", "--results", str(res), *FAST]
@@ -109,10 +109,12 @@ def no_exact_dataset():
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio", "exact"], "--ratio must be one of"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--steps", "0"], "--steps must be >= 1"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--alpha", "-1"], "--alpha must be >= 0"),
-    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--precision", "fp16"], "--precision must be one of"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--precision", "fp16"],
+     "--precision must be one of"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--net", "ddpmpp32"], "does not suit dataset"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--dataset-option", "x"], "takes KEY=VALUE"),
-    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--dataset-option", "k=1"], "does not take the options"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--dataset-option", "k=1"],
+     "does not take the options"),
     pytest.param(["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--device", "cuda"],
                  "CUDA is not available", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")),
 ])
@@ -142,3 +144,55 @@ def test_unwritable_results_folder(tmp_path):
 def test_table_without_runs(tmp_path):
     out = invoke("table", "--results", str(tmp_path))
     assert out.exit_code == 2 and "no finished runs" in out.output
+
+
+def test_plot_without_matplotlib_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    out = invoke("run", "--method", "dsm_obs", "--dataset", "gmm2d", "--ref", "0.05", "--seed", "0",
+                 "--results", str(tmp_path), *FAST)
+    assert out.exit_code == 0, out.output
+    invoke("run", "--method", "dsm_obs", "--dataset", "gmm2d", "--ref", "0.1", "--results", str(tmp_path), *FAST)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    for command in ("plot", "report"):
+        out = invoke(command, "--dataset", "gmm2d", "--results", str(tmp_path), "--out", str(tmp_path / "o"))
+        assert out.exit_code == 2 and "pip install 'tiwbench[plot]'" in out.output, out.output
+        assert len(out.output.strip().splitlines()) == 1
+
+
+def test_processes_other_than_the_first_print_nothing(tmp_path, monkeypatch):
+    """Under torchrun only process 0 shows progress and messages (RANK is set by torchrun)."""
+    from tiwbench.console import progress_bar, say
+
+    monkeypatch.setenv("RANK", "1")
+    import io
+
+    from tiwbench import console as console_module
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(console_module.console, "file", buffer)
+    say("hello")
+    with progress_bar("bar", 3) as update:
+        update(3)
+    assert buffer.getvalue() == ""
+    monkeypatch.setenv("RANK", "0")
+    say("hello")
+    assert "hello" in buffer.getvalue()
+
+
+def test_table_reads_records_without_loading_torch(tmp_path):
+    """`tiwbench table` and tiwbench.results never import torch (tables are made from JSON)."""
+    import subprocess
+    import sys
+
+    record = {"config": {"method": "dsm_obs", "dataset": "gmm2d", "ref": 0.05, "ratio": "none"},
+              "metrics": {"bias_l2": 0.5}, "shares": [1, 0, 0, 0], "target_shares": [0.25] * 4,
+              "feature_space": "data", "ratio_source": "none", "ratio_kind": None}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(record))
+    code = ("import sys\nfrom tiwbench.cli import main\n"
+            "sys.argv = ['tiwbench', 'table', '--results', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0 and "| dsm_obs | **0.5 (1)** |" in out.stdout, out.stdout + out.stderr

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ARGS = ["run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.05", "--steps", "300",
         "--ratio-steps", "100", "--num-samples", "1000", "--sample-steps", "8", "--device", "cpu"]
 
@@ -14,6 +16,7 @@ def record(folder):
     return path.parent.name, json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -1,9 +1,8 @@
 import torch
+from helpers import exact_denoiser
 
 from tiwbench.diffusion import Precond, heun_sample, karras_sigmas
 from tiwbench.evaluate import bias_metrics
-
-from helpers import exact_denoiser
 
 
 def test_karras_sigmas_run_from_max_to_min_then_zero():

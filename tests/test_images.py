@@ -9,9 +9,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tiwbench import registry
+from tiwbench.classifier import batched, train_classifier
 from tiwbench.cli import app
 from tiwbench.datasets.digits import DigitsLT
-from tiwbench.datasets.images import batched, train_classifier
 from tiwbench.datasets.real import CelebA, Cifar10LT, Cifar100LT, FFHQGender
 from tiwbench.datasets.shapes import BIAS_SHARES, Shapes32
 from tiwbench.errors import TiwbenchError
@@ -53,6 +53,7 @@ def test_digits_lt_splits_are_long_tailed_balanced_and_disjoint():
         recipe.splits(0.9, seed=0, data_root=None)
 
 
+@pytest.mark.slow
 def test_shapes32_subgroup_shares_and_classifier_accuracy():
     recipe = Shapes32()
     x, y = recipe.sample(20_000, BIAS_SHARES, torch.Generator().manual_seed(0))
@@ -70,6 +71,7 @@ class SmallShapes(Shapes32):
     n_bias, n_eval, classifier_steps = 1000, 300, 30
 
 
+@pytest.mark.slow
 def test_image_run_smoke(tmp_path):
     registry.register("dataset", SmallShapes)
     try:
@@ -188,6 +190,7 @@ def test_missing_files_give_one_instructive_line(dataset, expected, tmp_path):
     assert not any(tmp_path.iterdir())  # a run that fails before it starts leaves no folder
 
 
+@pytest.mark.slow
 def test_fid_uses_clean_fid_inception_weights_when_given(tmp_path, monkeypatch):
     """A stand-in TorchScript file with the Inception file's interface checks our plumbing:
     resize, features, cached reference statistics, and FID(x, x) = 0."""

@@ -10,7 +10,7 @@ from tiwbench.methods.iw_dsm import IWDSM
 from tiwbench.methods.tiw_dsm import TIWDSM
 from tiwbench.methods.tiw_nocorr import TIWNoCorr
 from tiwbench.nets.mlp import ConditionalMLP
-from tiwbench.ratio import DensityRatio, LearnedRatio, RatioTrainConfig, log_r_and_grad, train_ratio
+from tiwbench.ratio import DensityRatio, LearnedRatio, RatioTrainConfig, TrainingRatio, log_r_and_grad, train_ratio
 
 
 @pytest.mark.parametrize("pi", [0.0, 0.05, 0.5])
@@ -47,10 +47,10 @@ def test_unit_ratio_turns_weighted_methods_into_plain_dsm(method, alpha):
     torch.manual_seed(0)
     den = Denoiser(ConditionalMLP(2, hidden=32, depth=1), 1.0)
     batch = Batch(torch.randn(64, 2, generator=g), torch.rand(64, generator=g) * 5 + 0.01,
-                  torch.randn(64, 2, generator=g), pi=0.3)
+                  torch.randn(64, 2, generator=g), den.precond)
     expected = DSMObs().loss(batch, den)
     assert expected.shape == (64,)
-    assert torch.allclose(method.loss(batch, den, UnitRatio(), alpha), expected, rtol=1e-6)
+    assert torch.allclose(method.loss(batch, den, TrainingRatio(UnitRatio(), 0.3), alpha), expected, rtol=1e-6)
 
 
 def test_time_dependent_discriminator_learns_the_ratio(gmm2d_data):

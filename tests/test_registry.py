@@ -3,13 +3,12 @@
 import textwrap
 
 import pytest
+from conftest import FAST
 from typer.testing import CliRunner
 
 from tiwbench import registry
 from tiwbench.cli import app
 from tiwbench.errors import TiwbenchError
-
-from conftest import FAST
 
 PLUGIN = '''
 from tiwbench.methods.dsm_obs import DSMObs

@@ -2,15 +2,16 @@
 
 import re
 
+import pytest
+from conftest import FAST
 from typer.testing import CliRunner
 
 from tiwbench.cli import app
 
-from conftest import FAST
-
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_sweep_then_report_writes_tables_figures_and_html(tmp_path):
     res, out_dir = tmp_path / "runs", tmp_path / "gmm2d"
     out = runner.invoke(app, ["sweep", "--dataset", "gmm2d", "--methods", "dsm_obs,tiw_dsm", "--refs", "0.05,0.2",
@@ -24,7 +25,8 @@ def test_sweep_then_report_writes_tables_figures_and_html(tmp_path):
     md = (out_dir / "table.md").read_text()
     options = f"--steps 200 --ratio-steps 200 --sample-steps 8 --num-samples 1000 --results {res}"
     assert f"tiwbench sweep --dataset gmm2d --methods dsm_obs,tiw_dsm --refs 0.05,0.2 --seeds 0 {options}\n" in md
-    assert f"tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05,0.2 --seeds 0 --alphas 0.5,1 {options}\n" in md
+    alphas = "--alphas 0.5,1"
+    assert f"tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05,0.2 --seeds 0 {alphas} {options}\n" in md
     assert "| tiw_dsm (α=0.5) |" in md
     assert f"Made by `tiwbench report --dataset gmm2d --results {res} --out {out_dir}`" in md
     page = (out_dir / "report.html").read_text()

@@ -1,13 +1,19 @@
 """Aggregation of run records into tables and the commands that reproduce them (no training)."""
 
+from dataclasses import replace
+
+from tiwbench.record import Record
 from tiwbench.results import long_table, render, reproduce_commands
 
 
-def record(method, ref=0.05, seed=0, alpha=1.0, bias=0.1, **config):
-    ratio = "none" if method in ("dsm_obs", "dsm_ref") else "trained"
+def record(method, ref=0.05, seed=0, alpha=1.0, bias=0.1, ratio_error=(), **config):
+    ratio = config.get("ratio", "none" if method in ("dsm_obs", "dsm_ref") else "trained")
     cfg = {"method": method, "dataset": "gmm2d", "ref": ref, "seed": seed, "alpha": alpha, "ratio": ratio,
            "steps": 200, "ratio_steps": 200 if ratio == "trained" else 6000, **config}
-    return {"config": cfg, "metrics": {"bias_l2": bias}, "ratio_source": ratio}
+    return Record.from_dict({"config": cfg, "metrics": {"bias_l2": bias}, "ratio_source": ratio,
+                             "ratio_kind": None if ratio == "none" else "time_dependent",
+                             "shares": [0.25] * 4, "target_shares": [0.25] * 4, "feature_space": "data",
+                             "ratio_error": list(ratio_error)})
 
 
 def bias_rows(records):
@@ -32,7 +38,8 @@ def test_one_setting_keeps_plain_labels_and_ratio_fields_of_ratio_free_runs_do_n
     records = [record(m, seed=s) for m in ("dsm_obs", "tiw_dsm") for s in (0, 1)]
     assert set(bias_rows(records)) == {("dsm_obs", 0.05), ("tiw_dsm", 0.05)}
     assert reproduce_commands(records, "gmm2d") == [
-        "tiwbench sweep --dataset gmm2d --methods dsm_obs,tiw_dsm --refs 0.05 --seeds 0,1 --steps 200 --ratio-steps 200"]
+        "tiwbench sweep --dataset gmm2d --methods dsm_obs,tiw_dsm --refs 0.05 --seeds 0,1 "
+        "--steps 200 --ratio-steps 200"]
 
 
 def test_commands_split_by_setting_and_alpha():
@@ -40,8 +47,10 @@ def test_commands_split_by_setting_and_alpha():
               [record("tiw_dsm", alpha=0.5)] + \
               [record("tiw_dsm", precision="bf16", xflip=True, dataset_options=[["n_bias", "100"]])]
     assert reproduce_commands(records, "gmm2d") == [
-        "tiwbench sweep --dataset gmm2d --methods dsm_obs,tiw_dsm --refs 0.05,0.1 --seeds 0 --steps 200 --ratio-steps 200",
-        "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --alphas 0.5,1 --steps 200 --ratio-steps 200",
+        "tiwbench sweep --dataset gmm2d --methods dsm_obs,tiw_dsm --refs 0.05,0.1 --seeds 0 "
+        "--steps 200 --ratio-steps 200",
+        "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --alphas 0.5,1 "
+        "--steps 200 --ratio-steps 200",
         "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --steps 200 --ratio-steps 200 "
         "--xflip --precision bf16 --dataset-option n_bias=100"]
     labels = set(long_table(records).method)
@@ -53,9 +62,7 @@ def test_ratio_error_keeps_ratio_models_trained_differently_apart():
     from tiwbench.results import ratio_error_table
 
     def with_error(rec, err):
-        rec.update(ratio_kind="time_dependent", ratio_error=[{"sigma": 1.0, "log_r_rmse": err,
-                                                              "grad_rmse": err, "corr_rmse": err}])
-        return rec
+        return replace(rec, ratio_error=[{"sigma": 1.0, "log_r_rmse": err, "grad_rmse": err, "corr_rmse": err}])
 
     records = [with_error(record("tiw_dsm"), 1.0), with_error(record("tiw_nocorr"), 1.0),
                with_error(record("tiw_dsm", ratio_steps=400), 3.0)]
@@ -66,8 +73,7 @@ def test_ratio_error_keeps_ratio_models_trained_differently_apart():
 
 
 def test_oracle_runs_get_their_own_command():
-    oracle = record("tiw_dsm", ratio="oracle", ratio_steps=6000)
-    oracle["ratio_source"] = "oracle"
+    oracle = replace(record("tiw_dsm", ratio="oracle", ratio_steps=6000), ratio_source="oracle")
     records = [record("tiw_dsm"), oracle]
     assert reproduce_commands(records, "gmm2d") == [
         "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --steps 200 --ratio-steps 200",

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 
 def command(results):
     return [sys.executable, "-m", "tiwbench", "run", "--method", "tiw_dsm", "--dataset", "gmm2d",
@@ -18,13 +20,13 @@ def metrics(results):
     return json.loads(path.read_text())["metrics"]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_metrics(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     proc = subprocess.Popen(command(a), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(a.glob("_ratios/*.pt")) and time.time() < deadline:  # score training has begun
-        time.sleep(0.1)
-    time.sleep(2)
+    deadline = time.time() + 300
+    while not list(a.glob("*/checkpoint.pt")) and time.time() < deadline:  # step 1000 of 1500 saved
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -6,13 +6,12 @@ import sys
 import time
 
 import pytest
+from conftest import FAST
 from typer.testing import CliRunner
 
 from tiwbench import registry
 from tiwbench.cli import app
 from tiwbench.methods.dsm_obs import DSMObs
-
-from conftest import FAST
 
 runner = CliRunner()
 
@@ -37,6 +36,7 @@ def sweep(results, methods, *extra):
                                "--seeds", "0,1", "--results", str(results), *FAST, *extra])
 
 
+@pytest.mark.slow
 def test_sweep_runs_everything_once_and_shares_ratio_models(tmp_path):
     out = sweep(tmp_path, "dsm_obs,tiw_dsm,tiw_nocorr")
     assert out.exit_code == 0, out.output
@@ -62,6 +62,7 @@ def test_a_failing_run_does_not_stop_the_sweep(tmp_path, failing_method):
     assert len(list(tmp_path.glob("gmm2d-dsm_obs-*/metrics.json"))) == 2
 
 
+@pytest.mark.slow
 def test_killed_sweep_restarts_without_losing_runs(tmp_path):
     cmd = [sys.executable, "-m", "tiwbench", "sweep", "--dataset", "gmm2d", "--methods", "dsm_obs,dsm_ref",
            "--refs", "0.05", "--seeds", "0,1", "--results", str(tmp_path / "a"), *FAST]
@@ -100,6 +101,7 @@ def test_submitit_jobs_group_runs_by_ref_and_seed(tmp_path):
     assert submit(configs, tmp_path, cluster="debug") == []  # nothing left to do
 
 
+@pytest.mark.slow
 def test_two_sweeps_sharing_a_results_folder(tmp_path):
     """Run concurrently, they compute each run once (the other skips it as busy or finished) and
     leave only complete records."""
@@ -118,43 +120,110 @@ def test_two_sweeps_sharing_a_results_folder(tmp_path):
     assert out.exit_code == 0 and ",2\n" in out.output  # two seeds per method
 
 
-def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
-    import socket
+HOLDER = """
+import sys
+from pathlib import Path
+from tiwbench.locks import run_lock
+with run_lock(Path(sys.argv[1]), sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.read()  # hold until the test closes our stdin (or kills us)
+"""
 
-    from tiwbench.run import RunInProgress, run_lock
+
+def hold(folder, name=".lock"):
+    """A process that holds the lock, returned once it does (no sleeping on the machine's speed)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), name], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    from tiwbench.locks import RunInProgress, run_lock
 
     lock = tmp_path / ".lock"
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    holder = hold(tmp_path)
     try:
-        lock.write_text(f"{socket.gethostname()}:{sleeper.pid}")
-        with pytest.raises(RunInProgress, match=f"being computed by .*:{sleeper.pid}"):
+        with pytest.raises(RunInProgress, match=f"being computed by .*:{holder.pid}"):
             with run_lock(tmp_path):
                 pass
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    with run_lock(tmp_path):  # its process is gone: the lock is stale
+        holder.kill()  # SIGKILL: no clean-up; its lock file stays behind
+        holder.wait()
+    assert lock.exists()
+    with run_lock(tmp_path):  # its process is gone: the kernel released the lock
         assert lock.read_text().endswith(f":{os.getpid()}")
     assert not lock.exists()
+
+
+@pytest.mark.parametrize("content", ["", "host:abc", "\x00garbage"])
+def test_an_empty_or_corrupt_lock_file_blocks_nobody(tmp_path, content):
+    """What a full disk or a crash can leave: a lock file that nobody holds."""
+    from tiwbench.locks import run_lock
+
+    (tmp_path / "m.pt.lock").write_text(content)
+    with run_lock(tmp_path, "m.pt.lock", wait=True):
+        pass
 
 
 def test_a_waiting_lock_waits_for_a_live_holder(tmp_path):
     """Ratio models use a waiting lock: a second sweep needing the model another one is training
     waits, then reuses it, instead of training it again or failing."""
-    import socket
-    import time
+    import threading
 
-    from tiwbench.run import run_lock
+    from tiwbench.locks import run_lock
 
-    lock = tmp_path / "model.pt.lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    holder = hold(tmp_path, "model.pt.lock")
+    release = threading.Timer(0.5, holder.stdin.close)  # the holder finishes while we wait
+    release.start()
     try:
-        lock.write_text(f"{socket.gethostname()}:{holder.pid}")
-        t0 = time.monotonic()
-        with run_lock(tmp_path, "model.pt.lock", wait=True):
-            assert holder.poll() is not None  # taken once the holder had ended (not yet reaped: a zombie)
-        assert time.monotonic() - t0 > 1.0
+        with run_lock(tmp_path, "model.pt.lock", wait=True, poll_s=0.05):
+            assert holder.wait(30) == 0  # taken only once the holder had let go
     finally:
+        release.cancel()
         holder.kill()
         holder.wait()
-    assert not lock.exists()
+    assert not (tmp_path / "model.pt.lock").exists()
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from tiwbench.locks import RunInProgress, run_lock
+folder, start = Path(sys.argv[1]), float(sys.argv[2])
+while time.time() < start:
+    pass
+try:
+    with run_lock(folder):
+        with (folder / "holders").open("a") as f:
+            f.write("<")
+        time.sleep(0.2)  # a second holder now would write "<" before our ">"
+        with (folder / "holders").open("a") as f:
+            f.write(">")
+    print("took")
+except RunInProgress:
+    print("busy")
+"""
+
+
+def test_simultaneous_takeovers_of_a_stale_lock_leave_one_holder(tmp_path):
+    """Many processes start at once on a folder whose lock a crashed process left behind."""
+    import time
+
+    (tmp_path / ".lock").write_text("somehost:12345")
+    start = time.time() + 3.0  # all of them are ready by then, then they race
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), str(start)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(12)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert (tmp_path / "holders").read_text() == "<>" * outs.count("took")  # never two at once
+    assert outs.count("took") >= 1 and set(outs) <= {"took", "busy"}
+
+
+def test_many_simultaneous_starts_have_no_spurious_failure(tmp_path):
+    """The writability probe has a unique name: concurrent starts do not trip over each other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tiwbench.locks import check_writable
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: check_writable(tmp_path / "run"), range(500)))

@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from tiwbench.diffusion import Denoiser
-from tiwbench.errors import TiwbenchError
+from tiwbench.errors import Interrupted, TiwbenchError
 from tiwbench.methods.dsm_obs import DSMObs
 from tiwbench.nets.mlp import ConditionalMLP
-from tiwbench.errors import Interrupted
 from tiwbench.train import TrainConfig, train_score
 
 CFG = TrainConfig(steps=60, batch_size=64, checkpoint_every=25)
@@ -134,7 +133,7 @@ def test_compiled_tiw_step_matches_the_eager_one(gmm2d_data):
     losses, weights = [], []
     for compile in (False, True):
         step = TrainStep(TIWDSM(), fresh_denoiser(), ratio, 1.0, 0.05, TrainConfig(3, 128), compile=compile)
-        assert (step.ratio_model is not ratio) == compile
+        assert (step.ratio.model is not ratio) == compile
         losses.append(torch.stack([step(x0, sigma, noise, 1e-3) for _ in range(3)]))
         weights.append(step.denoiser.state_dict())
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)

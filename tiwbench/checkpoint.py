@@ -27,8 +27,12 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def write_text(path: Path, text: str) -> None:
+    _atomic(Path(path), lambda f: f.write(text.encode()))
+
+
 def write_json(path: Path, obj) -> None:
-    _atomic(Path(path), lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_torch(path: Path, obj) -> None:

@@ -4,39 +4,24 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from .errors import Interrupted, TiwbenchError
 from . import DEFAULT_RESULTS, default_out
+from .cli_options import with_run_options
+from .config import FIELDS
+from .errors import Interrupted, TiwbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,  # help texts say "[dataset default]": plain text, not markup
                   help="Benchmark debiasing methods for diffusion models trained on biased data.")
 
-# Options shared by `run` and `sweep` (None = the dataset's default).
 ResultsOpt = typer.Option(DEFAULT_RESULTS, "--results", help="Folder of run records.")
-RatioOpt = typer.Option("trained", help="Density ratio for ratio-based methods: trained | oracle.")
-StepsOpt = typer.Option(None, help="Score-network training steps [dataset default].")
-BatchOpt = typer.Option(None, help="Training batch size [dataset default].")
-LrOpt = typer.Option(None, help="Adam learning rate [dataset default].")
-RatioStepsOpt = typer.Option(None, help="Discriminator training steps [dataset default].")
-SampleStepsOpt = typer.Option(None, help="Heun sampler steps [EDM: 18].")
-NumSamplesOpt = typer.Option(None, help="Samples generated for the metrics [dataset default].")
 DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:N, or auto.")
 DataRootOpt = typer.Option(None, envvar="TIWBENCH_DATA", help="Folder of local datasets.")
-DatasetOptionOpt = typer.Option(None, "--dataset-option", help="KEY=VALUE for the dataset recipe "
-                                "(e.g. imbalance=50, majority=0.9); repeatable.")
-PrecisionOpt = typer.Option("auto", help="fp32 | tf32 | bf16 | auto (bf16 on GPUs, fp32 on CPUs).")
-CompileOpt = typer.Option(None, "--compile/--no-compile", help="torch.compile the score and ratio networks, for training and sampling [on GPUs].")
-AccumOpt = typer.Option(None, help="Gradient-accumulation micro-batches per process [1].")
-WarmupOpt = typer.Option(None, help="Linear learning-rate warm-up steps [dataset default, 0].")
-GradClipOpt = typer.Option(None, help="Max gradient norm, 0 = off [dataset default, 0].")
-XflipOpt = typer.Option(None, "--xflip/--no-xflip", help="Augment: mirror training images at random [off].")
-NetOpt = typer.Option("", help="Score-network preset (images: tiny, ddpmpp32, ddpmpp64) [dataset default].")
+CompileOpt = typer.Option(None, "--compile/--no-compile",
+                          help="torch.compile the score and ratio networks, for training and sampling [on GPUs].")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -44,14 +29,14 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def run_options(args: dict) -> dict:
-    """The run settings among a command's arguments (shared by `run` and `sweep`), resolved:
-    dataset options parsed, precision 'auto' made concrete for the device."""
-    from .run import RUN_OPTIONS, parse_dataset_options, resolve_device, resolve_precision
+def run_options(options: dict, device: str) -> dict:
+    """The run settings of `run` and `sweep`, resolved: dataset options parsed, precision 'auto'
+    made concrete for the device."""
+    from .config import parse_dataset_options
+    from .run import resolve_device, resolve_precision
 
-    return {**{k: args[k] for k in RUN_OPTIONS},
-            "dataset_options": parse_dataset_options(args["dataset_option"]),
-            "precision": resolve_precision(args["precision"], resolve_device(args["device"]))}
+    return {**options, "dataset_options": parse_dataset_options(options["dataset_options"]) or None,
+            "precision": resolve_precision(options["precision"], resolve_device(device))}
 
 
 def user_errors(command):
@@ -67,85 +52,67 @@ def user_errors(command):
 
 @app.command()
 @user_errors
+@with_run_options
 def run(
-    method: str = typer.Option(..., help="Method name (see `tiwbench list`)."),
-    dataset: str = typer.Option(..., help="Dataset name (see `tiwbench list`)."),
-    ref: float = typer.Option(..., help="Reference-set size as a fraction of |D_bias|, in (0, 1]."),
-    seed: int = typer.Option(0, help="Seed of data, initialisation, training and sampling."),
-    alpha: float = typer.Option(1.0, help="Weight/correction temperature α (1 = theory, 0 = DSM(obs))."),
-    ratio: str = RatioOpt,
-    steps: Optional[int] = StepsOpt,
-    batch_size: Optional[int] = BatchOpt,
-    lr: Optional[float] = LrOpt,
-    ratio_steps: Optional[int] = RatioStepsOpt,
-    sample_steps: Optional[int] = SampleStepsOpt,
-    num_samples: Optional[int] = NumSamplesOpt,
-    dataset_option: Optional[list[str]] = DatasetOptionOpt,
-    net: str = NetOpt,
-    precision: str = PrecisionOpt,
-    compile: Optional[bool] = CompileOpt,
-    accum: Optional[int] = AccumOpt,
-    warmup: Optional[int] = WarmupOpt,
-    grad_clip: Optional[float] = GradClipOpt,
-    xflip: Optional[bool] = XflipOpt,
+    method: str = typer.Option(..., help=FIELDS["method"].metadata["help"]),
+    dataset: str = typer.Option(..., help=FIELDS["dataset"].metadata["help"]),
+    ref: float = typer.Option(..., help=FIELDS["ref"].metadata["help"]),
+    seed: int = typer.Option(0, help=FIELDS["seed"].metadata["help"]),
+    alpha: float = typer.Option(1.0, help=FIELDS["alpha"].metadata["help"]),
+    compile: bool | None = CompileOpt,
     device: str = DeviceOpt,
-    data_root: Optional[Path] = DataRootOpt,
+    data_root: Path | None = DataRootOpt,
     results: Path = ResultsOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and stop."),
+    options: dict | None = None,
 ):
     """Train one method on one dataset and reference size, sample, evaluate and write its record."""
-    from .run import console, execute, resolve_config
+    from .config import resolve_config
+    from .console import say
+    from .run import execute, record_path
 
-    cfg = resolve_config(method, dataset, ref, ratio=ratio, seed=seed, alpha=alpha, **run_options(locals()))
+    cfg = resolve_config(method, dataset, ref, seed=seed, alpha=alpha, **run_options(options, device))
     if dry_run:
-        typer.echo(json.dumps({"run_id": cfg.run_id, **asdict(cfg)}, indent=2))
+        typer.echo(json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}, indent=2))
         return
     record = execute(cfg, results, device=device, data_root=data_root, compile=compile)
-    if not record:  # a torchrun process other than the first
+    if record is None:  # a torchrun process other than the first
         return
-    m = record["metrics"]
-    console.print(f"[bold]{cfg.run_id}[/bold]  " + "  ".join(f"{k}={v:.4g}" for k, v in m.items()))
-    console.print(f"record: {cfg.record_path(results)}")
+    metrics = "  ".join(f"{k}={v:.4g}" for k, v in record.metrics.items())
+    say(f"[bold]{cfg.run_id}[/bold]  {metrics}")
+    say(f"record: {record_path(cfg, results)}")
 
 
 @app.command()
 @user_errors
+@with_run_options
 def sweep(
     dataset: str = typer.Option(..., help="Dataset name."),
     methods: str = typer.Option("all", help="Comma-separated method names, or all."),
     refs: str = typer.Option("0.05,0.1,0.25,0.5", help="Comma-separated reference sizes."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated seeds."),
     alphas: str = typer.Option("1", help="Comma-separated α values (ratio-based methods only)."),
-    ratio: str = RatioOpt,
-    steps: Optional[int] = StepsOpt,
-    batch_size: Optional[int] = BatchOpt,
-    lr: Optional[float] = LrOpt,
-    ratio_steps: Optional[int] = RatioStepsOpt,
-    sample_steps: Optional[int] = SampleStepsOpt,
-    num_samples: Optional[int] = NumSamplesOpt,
-    dataset_option: Optional[list[str]] = DatasetOptionOpt,
-    net: str = NetOpt,
-    precision: str = PrecisionOpt,
-    compile: Optional[bool] = CompileOpt,
-    accum: Optional[int] = AccumOpt,
-    warmup: Optional[int] = WarmupOpt,
-    grad_clip: Optional[float] = GradClipOpt,
-    xflip: Optional[bool] = XflipOpt,
+    compile: bool | None = CompileOpt,
     device: str = DeviceOpt,
-    data_root: Optional[Path] = DataRootOpt,
+    data_root: Path | None = DataRootOpt,
     results: Path = ResultsOpt,
-    launcher: str = typer.Option("local", help="local (this process) or submitit (one Slurm job per ref and seed)."),
-    slurm_partition: Optional[str] = typer.Option(None, help="Slurm partition (submitit launcher)."),
+    launcher: str = typer.Option("local", help="local (this process) or submitit (one Slurm job per ref "
+                                 "and seed)."),
+    slurm_partition: str | None = typer.Option(None, help="Slurm partition (submitit launcher)."),
     slurm_time: int = typer.Option(240, help="Slurm time limit per job, minutes (submitit launcher)."),
     slurm_gpus: int = typer.Option(1, help="GPUs per Slurm job (submitit launcher)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the planned run ids and stop."),
+    options: dict | None = None,
 ):
     """Run methods × reference sizes × seeds (× α); finished runs are skipped, failures reported."""
+    from .console import is_main_process
     from .sweep import parse_list, plan, run_local, submit
 
+    if launcher not in ("local", "submitit"):
+        fail(f"--launcher must be local or submitit, got {launcher!r}")
     configs = plan(dataset, parse_list(methods, what="method"), parse_list(refs, float, "ref"),
-                   parse_list(seeds, int, "seed"), parse_list(alphas, float, "alpha"), ratio=ratio,
-                   **run_options(locals()))
+                   parse_list(seeds, int, "seed"), parse_list(alphas, float, "alpha"),
+                   **run_options(options, device))
     if dry_run:
         typer.echo("\n".join(c.run_id for c in configs))
         return
@@ -157,9 +124,9 @@ def sweep(
         typer.echo(f"sweep: submitted {len(jobs)} jobs for the unfinished runs of {len(configs)}: "
                    + " ".join(j.job_id for j in jobs))
         return
-    if launcher != "local":
-        fail(f"--launcher must be local or submitit, got {launcher!r}")
     out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
+    if not is_main_process():  # torchrun: process 0 reports
+        raise typer.Exit(1 if out.failed else 0)
     busy = f", {len(out.busy)} busy in another process" if out.busy else ""
     typer.echo(f"sweep: {len(configs)} runs, {out.done} run now, {out.skipped} already finished, "
                f"{len(out.failed)} failed{busy}")
@@ -172,14 +139,15 @@ def sweep(
 @app.command()
 @user_errors
 def table(
-    dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
+    dataset: str | None = typer.Option(None, help="Only this dataset."),
     format: str = typer.Option("md", "--format", help="md | latex (wide, per metric) or csv (long)."),
     ratio_error: bool = typer.Option(False, "--ratio-error",
                                      help="Instead: the learned ratio's error by σ (md or csv)."),
     results: Path = ResultsOpt,
 ):
     """Aggregate finished runs over seeds: mean ± std (n), best per column in bold."""
-    from .results import load_records, long_table, ratio_error_markdown, ratio_error_table, render
+    from .record import load_records
+    from .results import long_table, ratio_error_markdown, ratio_error_table, render
 
     if format not in ("md", "latex", "csv") or (ratio_error and format == "latex"):
         fail(f"--format must be md, latex or csv (md or csv with --ratio-error), got {format!r}")
@@ -197,11 +165,12 @@ def table(
 def plot(
     dataset: str = typer.Option(..., help="Dataset whose runs to plot."),
     results: Path = ResultsOpt,
-    out: Optional[Path] = typer.Option(None, help="Folder for the PNG files [results/<dataset>]."),
+    out: Path | None = typer.Option(None, help="Folder for the PNG files [results/<dataset>]."),
 ):
     """Figures: metric vs reference size, bias–quality over α, ratio error vs σ, sample grids."""
     from .plot import all_figures
-    from .results import load_records, long_table
+    from .record import load_records
+    from .results import long_table
 
     records = load_records(results)
     for path in all_figures(records, long_table(records, dataset), dataset, out or default_out(dataset)):
@@ -213,7 +182,7 @@ def plot(
 def report(
     dataset: str = typer.Option(..., help="Dataset to report on."),
     results: Path = ResultsOpt,
-    out: Optional[Path] = typer.Option(None, help="Output folder [results/<dataset>]."),
+    out: Path | None = typer.Option(None, help="Output folder [results/<dataset>]."),
 ):
     """Write table.md, the long table.csv, the figures and a self-contained report.html."""
     from .report import write_report

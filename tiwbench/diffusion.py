@@ -76,25 +76,22 @@ class Denoiser(nn.Module):
 
 @dataclass
 class Batch:
-    """One draw shared by every method: clean x0, noise levels σ (B,), noise ε and x_σ = x0 + σ·ε.
-
-    `pi` is the share of unbiased data in the distribution x0 is drawn from (DESIGN.md §2).
-    """
+    """One draw shared by every method: clean x0, noise levels σ (B,), noise ε and x_σ = x0 + σ·ε,
+    with the preconditioning whose loss weight λ(σ) the DSM loss uses."""
 
     x0: Tensor
     sigma: Tensor
     noise: Tensor
-    pi: float
+    precond: Precond
 
     @property
     def x_sigma(self) -> Tensor:
         return self.x0 + append_dims(self.sigma, self.x0.ndim) * self.noise
 
-
-def dsm_loss(denoised: Tensor, target: Tensor, sigma: Tensor, precond: Precond) -> Tensor:
-    """Per-sample λ(σ)·‖D − target‖², averaged over data dimensions; shape (B,)."""
-    err = (denoised - target).flatten(1).pow(2).mean(1)
-    return precond.loss_weight(sigma) * err
+    def dsm_loss(self, denoised: Tensor, target: Tensor) -> Tensor:
+        """Per-sample λ(σ)·‖D − target‖², averaged over data dimensions; shape (B,)."""
+        err = (denoised - target).flatten(1).pow(2).mean(1)
+        return self.precond.loss_weight(self.sigma) * err
 
 
 def karras_sigmas(steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,

@@ -161,3 +161,53 @@ def _gaussian(f: Tensor):
 def _device_of(model: torch.nn.Module) -> torch.device:
     """Where a model's parameters live (the CPU for parameter-free ones, e.g. exact ratios)."""
     return next(model.parameters(), torch.empty(0)).device
+
+
+def run_metrics(samples: Tensor, data, device: torch.device, fid_stats: Path) -> tuple[dict, list[float]]:
+    """A run's sample metrics: bias against the target shares, the Fréchet distance in the
+    dataset's feature space, the attribute classifier's held-out accuracy and, for images with
+    clean-fid's weights at hand, FID (reference statistics cached at `fid_stats`)."""
+    metrics = bias_metrics(data.attribute(samples), data.target_shares)
+    shares = metrics.pop("shares")
+    metrics[f"fd_{data.feature_space}"] = frechet_distance(data.features(samples), data.features(data.x_eval))
+    metrics["attr_acc"] = float((data.attribute(data.x_eval) == data.eval_labels).double().mean())
+    inception = inception_folder() if data.is_image else None
+    if inception is not None:  # real FID only with clean-fid's own Inception weights
+        metrics["fid"] = fid(samples, data.x_eval, InceptionFeatures(inception, device), fid_stats)
+    return metrics, shares
+
+
+def ratio_diagnostics(model: DensityRatio, data, pi: float, seed: int) -> tuple[dict, list[dict]]:
+    """Scalar metrics (weight collapse on D_bias, integrated ratio error) and, where the exact
+    ratio is known, the error curve over σ."""
+    from .streams import generator, stream_seed
+
+    scalars = {"w_collapse": weight_collapse(model, data.x_bias)}
+    if data.exact_ratio is None:
+        return scalars, []
+    x0 = data.sample_bias(4000, generator(seed, "ratio_eval_data"))
+    exact = data.exact_ratio(model.time_dependent)
+    rows = ratio_error(model, exact, x0, pi, stream_seed(seed, "ratio_eval_noise"))
+    scalars["ratio_err"] = integrated_error(rows)
+    return scalars, rows
+
+
+def save_samples_figure(samples: Tensor, path: Path) -> None:
+    """A grid of the first 256 images, or a scatter of the first two coordinates of vectors."""
+    if samples.ndim == 4:
+        from torchvision.utils import save_image
+        save_image((samples[:256].float() + 1) / 2, path, nrow=16, padding=1)
+        return
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(4, 4))
+    pts = samples[:5000].numpy()
+    ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
+    ax.set_aspect("equal")
+    ax.set_title("generated samples (first two coordinates)")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

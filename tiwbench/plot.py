@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import TiwbenchError
+from .record import Record
 from .results import natural_key, ratio_error_table
 
 COLORS = {"dsm_obs": "tab:gray", "dsm_ref": "tab:green", "iw_dsm": "tab:orange",
@@ -21,7 +22,10 @@ def method_color(label: str) -> str | None:
 
 
 def _plt():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise TiwbenchError("figures need matplotlib: pip install 'tiwbench[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
@@ -83,7 +87,7 @@ def alpha_tradeoff(long: pd.DataFrame, dataset: str, out: Path) -> Path | None:
     return _save(fig, out / "alpha_tradeoff.png")
 
 
-def ratio_error_vs_sigma(records: list[dict], dataset: str, out: Path) -> Path | None:
+def ratio_error_vs_sigma(records: list[Record], dataset: str, out: Path) -> Path | None:
     try:
         df = ratio_error_table(records, dataset)
     except TiwbenchError:  # no trained ratio on a dataset with an exact one
@@ -96,7 +100,8 @@ def ratio_error_vs_sigma(records: list[dict], dataset: str, out: Path) -> Path |
     for (kind, ref), g in groups:
         style = styles.get(kind.split(" ")[0], ":")  # the kind, without its setting marks
         line, = ax.plot(g.sigma, g.log_r_rmse, style, marker=".", label=f"{kind}, ref {ref:g}")
-        ends.append((g.sigma.iloc[-1], g.log_r_rmse.iloc[-1], f"{kind.split('_', 1)[1]} {ref:g}", line.get_color()))
+        name = f"{kind.split('_', 1)[1]} {ref:g}"
+        ends.append((g.sigma.iloc[-1], g.log_r_rmse.iloc[-1], name, line.get_color()))
     _label_lines(ax, ends)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -107,15 +112,14 @@ def ratio_error_vs_sigma(records: list[dict], dataset: str, out: Path) -> Path |
     return _save(fig, out / "ratio_error_vs_sigma.png")
 
 
-def sample_grids(records: list[dict], dataset: str, out: Path, seed: int = 0) -> Path | None:
+def sample_grids(records: list[Record], dataset: str, out: Path, seed: int = 0) -> Path | None:
     """Each method's samples.png at the smallest reference size, side by side."""
-    runs = [r for r in records if r["config"]["dataset"] == dataset and r["config"]["seed"] == seed
-            and r["config"]["alpha"] == 1]
+    runs = [r for r in records if r.config.dataset == dataset and r.config.seed == seed and r.config.alpha == 1]
     if not runs:
         return None
-    ref = min(r["config"]["ref"] for r in runs)
-    runs = sorted((r for r in runs if r["config"]["ref"] == ref), key=lambda r: r["config"]["method"])
-    images = [(r["config"]["method"], Path(r["run_dir"]) / "samples.png") for r in runs]
+    ref = min(r.config.ref for r in runs)
+    runs = sorted((r for r in runs if r.config.ref == ref), key=lambda r: r.config.method)
+    images = [(r.config.method, r.folder / "samples.png") for r in runs if r.folder is not None]
     images = [(m, p) for m, p in images if p.exists()]
     if not images:
         return None
@@ -136,7 +140,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def all_figures(records: list[dict], long: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
+def all_figures(records: list[Record], long: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
     """Every figure that the records support; returns the files written."""
     made = [metric_vs_ref(long, dataset, m, out) for m in sorted(long[long.dataset == dataset].metric.unique())
             if m.startswith(("bias_l2", "fd_", "fid"))]

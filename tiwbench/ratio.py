@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .diffusion import SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma, to_model_space
 from .errors import Interrupted
 from .signals import stop_requests
-from .diffusion import SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma, to_model_space
 
 RatioKind = Literal["time_dependent", "time_independent"]
 
@@ -35,7 +35,7 @@ class DensityRatio(nn.Module):
         """∇ₓ log w_σ(x), by autograd; the model's parameters get no gradient."""
         return log_r_and_grad(self, x, sigma, pi=0.0)[1]
 
-    def compiled(self) -> "DensityRatio":
+    def compiled(self) -> DensityRatio:
         """A torch.compile'd view sharing this model's parameters (itself where nothing is to gain)."""
         return self
 
@@ -61,6 +61,26 @@ def log_r_and_grad(model: DensityRatio, x: Tensor, sigma: Tensor, pi: float) -> 
     log_r = mixture_log_r(log_w.detach(), pi)
     grad_r = append_dims(1 - pi * log_r.exp(), x.ndim) * grad_w
     return log_r, grad_r
+
+
+class TrainingRatio:
+    """What a method sees of the density ratio: r_σ = p_data,σ / p_train,σ, the ratio to the
+    distribution its score network trains on (π folded in, docs/design.md §2)."""
+
+    def __init__(self, model: DensityRatio, pi: float):
+        self.model, self.pi = model, pi
+
+    @property
+    def time_dependent(self) -> bool:
+        return self.model.time_dependent
+
+    def log_r(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """log r_σ(x), detached: a weight, not a path for gradients."""
+        return mixture_log_r(self.model.log_ratio(x, sigma).detach(), self.pi)
+
+    def log_r_and_grad(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """log r_σ(x) and ∇ₓ log r_σ(x), both detached, from one forward and one backward."""
+        return log_r_and_grad(self.model, x, sigma, self.pi)
 
 
 class ExactRatio(DensityRatio):
@@ -95,7 +115,7 @@ class LearnedRatio(DensityRatio):
         s = append_dims(sigma, x.ndim)
         return self.net(self.precond.c_in(s) * x, self.precond.c_noise(sigma)).reshape(-1)
 
-    def compiled(self) -> "LearnedRatio":
+    def compiled(self) -> LearnedRatio:
         # autograd.grad in log_r_and_grad breaks a graph around it; the network's forward and
         # its input backward are what compile, so the network alone is wrapped
         return LearnedRatio(torch.compile(self.net), self.precond.sigma_data, self.time_dependent).eval()

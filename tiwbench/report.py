@@ -9,9 +9,20 @@ from pathlib import Path
 import pandas as pd
 
 from . import DEFAULT_RESULTS, default_out
-from .results import (metric_heading, ratio_error_by_kind, ratio_error_markdown, ratio_error_table,
-                      ratio_title, reproduce_commands, wide_tables)
 from .errors import TiwbenchError
+from .record import Record, load_records
+from .results import (
+    long_table,
+    metric_heading,
+    of_dataset,
+    ratio_error_by_kind,
+    ratio_error_markdown,
+    ratio_error_table,
+    ratio_title,
+    render,
+    reproduce_commands,
+    wide_tables,
+)
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -33,15 +44,15 @@ def _image(path: Path) -> str:
     return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def render_report(records: list[dict], long: pd.DataFrame, ratio: pd.DataFrame | None, dataset: str,
+def render_report(records: list[Record], long: pd.DataFrame, ratio: pd.DataFrame | None, dataset: str,
                   figures: list[Path], commands: list[str]) -> str:
     """The page's HTML; figures are embedded as data URIs so the file stands alone. `ratio` is
     the ratio-error table, if the dataset has one; `commands` reproduce the runs, then this page."""
-    runs = [r for r in records if r["config"]["dataset"] == dataset]
+    runs = of_dataset(records, dataset)
     if not runs:
         raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
-    versions = sorted({tuple(sorted(r.get("versions", {}).items())) for r in runs})
-    devices = sorted({r.get("device", "?") for r in runs})
+    versions = sorted({tuple(sorted(r.versions.items())) for r in runs})
+    devices = sorted({r.device for r in runs})
     parts = [f"<h1>tiwbench — {html.escape(dataset)}</h1>",
              f"<p>{len(runs)} finished runs. Reproduce the runs, then this page:</p>",
              f"<pre>{html.escape(chr(10).join(commands))}</pre>",
@@ -49,7 +60,8 @@ def render_report(records: list[dict], long: pd.DataFrame, ratio: pd.DataFrame |
     for _, metric, cells, best in wide_tables(long[long.dataset == dataset]):
         parts += [f"<h2>{html.escape(metric_heading(metric))}</h2>", _table_html(cells, best)]
     if ratio is not None:
-        parts.append("<h2>Density-ratio error by σ</h2><p>RMSE of log r against the exact ratio, mean over seeds.</p>")
+        parts.append("<h2>Density-ratio error by σ</h2>"
+                     "<p>RMSE of log r against the exact ratio, mean over seeds.</p>")
         for kind, sub in ratio_error_by_kind(ratio):
             head = "".join(f"<th>ref {r:g}</th>" for r in sub.columns)
             body = "".join(f"<tr><td>{s:.3g}</td>" + "".join(f"<td>{v:.3g}</td>" for v in row) + "</tr>"
@@ -64,20 +76,19 @@ def render_report(records: list[dict], long: pd.DataFrame, ratio: pd.DataFrame |
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
-def feature_space_note(records: list[dict], dataset: str) -> str:
+def feature_space_note(records: list[Record], dataset: str) -> str:
     """Which feature space each Fréchet distance of this dataset was computed in."""
-    spaces = sorted({r.get("feature_space", "?") for r in records if r["config"]["dataset"] == dataset})
+    spaces = sorted({r.feature_space for r in of_dataset(records, dataset)})
     says = {"data": "`fd_data` is the Fréchet distance in data space (the raw coordinates), not FID"}
     parts = [says.get(s, f"`fd_{s}` is the Fréchet distance in the penultimate layer of the attribute "
                           f"classifier that tiwbench trains for this dataset, not FID") for s in spaces]
     return "; ".join(parts) + ("; `fid` uses clean-fid's Inception features." if any(
-        "fid" in r["metrics"] for r in records) else ".")
+        "fid" in r.metrics for r in records) else ".")
 
 
 def write_report(results: Path, dataset: str, out: Path) -> list[Path]:
     """Everything a dataset's results folder holds: table.md, table.csv, figures, report.html."""
     from .plot import all_figures
-    from .results import load_records, long_table, render
 
     records = load_records(results)
     long = long_table(records, dataset)

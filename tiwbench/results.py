@@ -1,100 +1,71 @@
-"""Run records on disk, aggregated over seeds into pandas tables (long CSV, wide Markdown/LaTeX)."""
+"""Run records aggregated over seeds into pandas tables (long CSV, wide Markdown/LaTeX) and the
+commands that reproduce them. Torch-free."""
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-from pathlib import Path
 
 import pandas as pd
 
+from .config import FIELDS, RATIO_FIELDS, RunConfig, cli_flags, format_value
 from .errors import TiwbenchError
+from .record import Record
 
 LONG_COLUMNS = ["dataset", "method", "ref", "alpha", "metric", "mean", "std", "n"]
-HIGHER_IS_BETTER: set[str] = set()
 NOT_RANKED = {"attr_acc"}  # a property of the dataset's classifier, not of the method
 METRIC_ORDER = ["bias_l2", "bias_l1", "bias_kl", "fd_", "ratio_err", "w_collapse", "attr_acc"]
-
-
-def load_records(results: Path) -> list[dict]:
-    """Every finished run's record under `results` (records are written atomically: a folder
-    without metrics.json is unfinished and ignored)."""
-    if not results.is_dir():
-        raise TiwbenchError(f"results folder {results} does not exist")
-    records = []
-    for path in sorted(results.glob("*/metrics.json")):
-        try:
-            records.append({**json.loads(path.read_text()), "run_dir": str(path.parent)})
-        except (OSError, json.JSONDecodeError) as e:
-            raise TiwbenchError(f"cannot read the run record {path}: {e}") from e
-    return records
-
-
-def method_label(record: dict) -> str:
-    """The method's name, marked when it ran with the exact (oracle) ratio."""
-    cfg = record["config"]
-    return cfg["method"] + ("+oracle" if record.get("ratio_source") == "oracle" else "")
-
-
 # Config fields with a column (or label mark) of their own; the others make a run's setting.
 OWN_FIELDS = ("dataset", "method", "ref", "alpha", "seed", "ratio")
 
 
-@functools.cache
-def config_defaults() -> dict:
-    """RunConfig's field defaults (what a record written before a field existed ran with)."""
-    from dataclasses import fields
-
-    from .run import RunConfig
-
-    return {f.name: f.default for f in fields(RunConfig)}
+def method_label(record: Record) -> str:
+    """The method's name, marked when it ran with the exact (oracle) ratio."""
+    return record.config.method + ("+oracle" if record.ratio_source == "oracle" else "")
 
 
-def run_setting(record: dict) -> dict[str, str]:
-    """A run's configuration beyond its own fields, as text: fields missing from older records at
-    their defaults, ratio-training fields only where a ratio was trained (resolve_config resets
-    them elsewhere)."""
-    cfg = {**config_defaults(), **record["config"]}
-    return {k: _text(v) for k, v in cfg.items()
-            if k not in OWN_FIELDS and not (k.startswith("ratio_") and cfg["ratio"] != "trained")}
+def run_setting(record: Record) -> dict:
+    """A run's configuration beyond its own fields; ratio-training fields only where a ratio was
+    trained (resolve_config resets them elsewhere)."""
+    cfg = record.config
+    return {k: v for k, v in cfg.to_dict().items()
+            if k not in OWN_FIELDS and not (k in RATIO_FIELDS and cfg.ratio != "trained")}
 
 
-def _text(value) -> str:
-    if isinstance(value, (list, tuple)):  # dataset options: [[key, value], ...]
-        return ",".join(f"{k}={v}" for k, v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def setting_marks(records: list[dict], relevant=lambda field: True) -> list[str]:
+def setting_marks(records: list[Record], relevant=lambda field: True) -> list[str]:
     """Each record's " [field=value, ...]" over the `relevant` setting fields that differ between
-    records of its dataset ("" where none differ), so that labels keep such runs apart."""
-    settings = [{k: v for k, v in run_setting(r).items() if relevant(k)} for r in records]
+    records of its dataset ("" where none differ; fields in alphabetical order), so that labels
+    keep such runs apart."""
+    settings = [{k: format_value(v) for k, v in run_setting(r).items() if relevant(k)} for r in records]
     seen: dict[str, dict[str, set]] = {}
     for r, s in zip(records, settings):
         for k, v in s.items():
-            seen.setdefault(r["config"]["dataset"], {}).setdefault(k, set()).add(v)
+            seen.setdefault(r.config.dataset, {}).setdefault(k, set()).add(v)
     marks = []
     for r, s in zip(records, settings):
-        varying = [k for k, values in seen[r["config"]["dataset"]].items() if len(values) > 1 and k in s]
+        varying = sorted(k for k, values in seen[r.config.dataset].items() if len(values) > 1 and k in s)
         text = ", ".join(s[k] if k == "dataset_options" else f"{k}={s[k]}" for k in varying if s[k] != "")
         marks.append(f" [{text}]" if text else "")
     return marks
 
 
-def row_labels(records: list[dict]) -> list[str]:
+def row_labels(records: list[Record]) -> list[str]:
     """Each record's row: its method label and, in brackets, the settings that differ between
     runs of its dataset, so that runs made differently are never pooled into one mean."""
     return [method_label(r) + mark for r, mark in zip(records, setting_marks(records))]
 
 
+def of_dataset(records: list[Record], dataset: str | None) -> list[Record]:
+    return [r for r in records if dataset is None or r.config.dataset == dataset]
+
+
 def long_table(records: list[dict], dataset: str | None = None) -> pd.DataFrame:
     """One row per dataset, method (with its setting where settings differ, see row_labels), ref,
     alpha and metric: mean, std (ddof 1) and n over seeds."""
-    records = [r for r in records if dataset is None or r["config"]["dataset"] == dataset]
-    rows = [{"dataset": r["config"]["dataset"], "method": label, "ref": r["config"]["ref"],
-             "alpha": r["config"]["alpha"], "seed": r["config"]["seed"], "metric": k, "value": v}
-            for r, label in zip(records, row_labels(records)) for k, v in r["metrics"].items()]
+    records = of_dataset(records, dataset)
+    rows = [{"dataset": r.config.dataset, "method": label, "ref": r.config.ref,
+             "alpha": r.config.alpha, "seed": r.config.seed, "metric": k, "value": v}
+            for r, label in zip(records, row_labels(records)) for k, v in r.metrics.items()]
     if not rows:
         where = f" for dataset {dataset!r}" if dataset else ""
         raise TiwbenchError(f"no finished runs{where}")
@@ -107,10 +78,6 @@ def long_table(records: list[dict], dataset: str | None = None) -> pd.DataFrame:
 
 def metric_sort_key(metric: str) -> int:
     return next((i for i, p in enumerate(METRIC_ORDER) if metric.startswith(p)), len(METRIC_ORDER))
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric not in HIGHER_IS_BETTER
 
 
 def _cell(mean: float, std: float, n: int) -> str:
@@ -128,8 +95,7 @@ def wide_tables(long: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, pd.Dat
         if metric in NOT_RANKED:
             best = cells.map(lambda _: False)
         else:
-            target = mean.min() if lower_is_better(metric) else mean.max()
-            best = mean.eq(target, axis="columns")
+            best = mean.eq(mean.min(), axis="columns")  # every ranked metric is lower-is-better
         rows = sorted(cells.index, key=natural_key)
         out.append((dataset, metric, cells.loc[rows], best.loc[rows]))
     return sorted(out, key=lambda t: (t[0], metric_sort_key(t[1]), t[1]))
@@ -145,7 +111,7 @@ def metric_heading(metric: str) -> str:
     """'bias_l2 (lower is better)'; unranked metrics (attr_acc) bare."""
     if metric in NOT_RANKED:
         return metric
-    return f"{metric} ({'lower' if lower_is_better(metric) else 'higher'} is better)"
+    return f"{metric} (lower is better)"
 
 
 def _title(dataset: str, metric: str) -> str:
@@ -201,12 +167,11 @@ def ratio_error_table(records: list[dict], dataset: str | None = None) -> pd.Dat
     mean over seeds of each error, one row per dataset, ratio kind (marked with its training
     setting where those differ), ref and σ. Methods sharing a ratio model (tiw_dsm, tiw_nocorr)
     count once."""
-    records = [r for r in records if r.get("ratio_error") and r.get("ratio_source") == "trained"
-               and (dataset is None or r["config"]["dataset"] == dataset)]
-    marks = setting_marks(records, lambda field: field.startswith("ratio_") or field == "dataset_options")
-    rows = [{"dataset": r["config"]["dataset"], "ratio": r["ratio_kind"] + mark, "ref": r["config"]["ref"],
-             "seed": r["config"]["seed"], **e}
-            for r, mark in zip(records, marks) for e in r["ratio_error"]]
+    records = [r for r in of_dataset(records, dataset) if r.ratio_error and r.ratio_source == "trained"]
+    marks = setting_marks(records, lambda field: field in RATIO_FIELDS or field == "dataset_options")
+    rows = [{"dataset": r.config.dataset, "ratio": r.ratio_kind + mark, "ref": r.config.ref,
+             "seed": r.config.seed, **e}
+            for r, mark in zip(records, marks) for e in r.ratio_error]
     if not rows:
         raise TiwbenchError("no finished runs with a trained ratio on a dataset with an exact ratio")
     df = pd.DataFrame(rows).drop_duplicates(["dataset", "ratio", "ref", "seed", "sigma"])
@@ -244,55 +209,50 @@ def ratio_error_markdown(df: pd.DataFrame) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def reproduce_commands(records: list[dict], dataset: str) -> list[str]:
+def reproduce_commands(records: list[Record], dataset: str) -> list[str]:
     """`tiwbench sweep` commands that make these records: one per setting (see run_setting) and
     ratio source, the runs at α ≠ 1 as a sweep of their own, so that no command makes runs not shown."""
-    runs = [(r["config"], run_setting(r)) for r in records if r["config"]["dataset"] == dataset]
+    runs = [(r.config, run_setting(r)) for r in of_dataset(records, dataset)]
     if not runs:
         raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
     groups: dict[tuple, dict[str, list]] = {}  # (oracle?, shared setting) -> ratio setting -> configs
     for cfg, setting in runs:
-        shared = (cfg["ratio"] == "oracle",  # `--ratio oracle` applies to a whole sweep
-                  json.dumps({k: v for k, v in setting.items() if not k.startswith("ratio_")}, sort_keys=True))
-        ratio = {k: v for k, v in setting.items() if k.startswith("ratio_")}
-        groups.setdefault(shared, {}).setdefault(json.dumps(ratio, sort_keys=True) if ratio else "", []).append(cfg)
+        shared = (cfg.ratio == "oracle",  # `--ratio oracle` applies to a whole sweep
+                  json.dumps({k: v for k, v in setting.items() if k not in RATIO_FIELDS}, sort_keys=True))
+        ratio = {k: v for k, v in setting.items() if k in RATIO_FIELDS}
+        ratio_key = json.dumps(ratio, sort_keys=True) if ratio else ""
+        groups.setdefault(shared, {}).setdefault(ratio_key, []).append(cfg)
     commands = []
     for (_, shared), by_ratio in groups.items():
         ratio_free = by_ratio.pop("", [])
         for i, (ratio, cfgs) in enumerate(by_ratio.items() or [("{}", [])]):
             cfgs = cfgs + (ratio_free if i == 0 else [])  # ratio-free runs go with the first
             setting = json.loads(shared) | json.loads(ratio)
-            main = [c for c in cfgs if c["alpha"] == 1]
-            other = [c for c in cfgs if c["alpha"] != 1]
+            main = [c for c in cfgs if c.alpha == 1]
+            other = [c for c in cfgs if c.alpha != 1]
             if main:
                 commands.append(_sweep_command(dataset, main, setting))
             if other:
-                pairs = {(c["method"], c["ref"]) for c in other}
-                with_one = [c for c in main if (c["method"], c["ref"]) in pairs]
+                pairs = {(c.method, c.ref) for c in other}
+                with_one = [c for c in main if (c.method, c.ref) in pairs]
                 commands.append(_sweep_command(dataset, other + with_one, setting))
     return commands
 
 
-def _sweep_command(dataset: str, runs: list[dict], setting: dict[str, str]) -> str:
+def _sweep_command(dataset: str, runs: list[RunConfig], setting: dict) -> str:
     """One `tiwbench sweep` over the runs' methods, refs, seeds and α, with the setting's options
-    where they differ from the defaults."""
+    where they differ from the defaults (cli_flags: the inverse of the CLI's parsing)."""
     from . import registry
-    from .run import RUN_OPTIONS
 
-    join = lambda key: ",".join(_text(v) for v in sorted({c[key] for c in runs}))  # noqa: E731
+    def join(key: str) -> str:
+        return ",".join(format_value(v) for v in sorted({getattr(c, key) for c in runs}))
+
     parts = [f"tiwbench sweep --dataset {dataset}", f"--methods {join('method')}", f"--refs {join('ref')}",
              f"--seeds {join('seed')}"]
-    if {c["alpha"] for c in runs} != {1.0}:
+    if {c.alpha for c in runs} != {1.0}:
         parts.append(f"--alphas {join('alpha')}")
-    if "oracle" in {c["ratio"] for c in runs}:
+    if "oracle" in {c.ratio for c in runs}:
         parts.append("--ratio oracle")
-    defaults = config_defaults() | registry.load("dataset", dataset).defaults
-    for key in RUN_OPTIONS:
-        if key in setting and setting[key] != _text(defaults.get(key)):
-            flag = "--" + key.replace("_", "-")
-            parts.append(({"True": flag, "False": "--no-" + flag[2:]}[setting[key]] if key == "xflip"
-                          else f"{flag} {setting[key]}"))
-    if setting.get("precision", "fp32") != "fp32":
-        parts.append(f"--precision {setting['precision']}")
-    parts += [f"--dataset-option {o}" for o in filter(None, setting.get("dataset_options", "").split(","))]
-    return " ".join(parts)
+    setting["dataset_options"] = [tuple(o) for o in setting.get("dataset_options", [])]
+    defaults = {name: f.default for name, f in FIELDS.items()} | registry.load("dataset", dataset).defaults
+    return " ".join(parts + cli_flags(setting, defaults))

@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import registry
+from .config import RunConfig, resolve_config
+from .console import progress_bar, say
 from .errors import Interrupted, TiwbenchError
-from .run import RunConfig, RunInProgress, console, execute, progress_bar, resolve_config
+from .locks import RunInProgress
+from .record import finished
+from .run import execute, record_path
 
 
 def parse_list(text: str, kind=str, what: str = "value") -> list:
@@ -26,18 +30,18 @@ def parse_list(text: str, kind=str, what: str = "value") -> list:
 
 
 def plan(dataset: str, methods: list[str], refs: list[float], seeds: list[int],
-         alphas: list[float], ratio: str = "trained", **options) -> list[RunConfig]:
+         alphas: list[float], **options) -> list[RunConfig]:
     """All run configurations, grouped by (ref, seed) so a ratio model is trained once, then used."""
     if methods == ["all"]:
         methods = registry.available("method")
-    configs = [resolve_config(m, dataset, ref, ratio=ratio, seed=seed, alpha=a, **options)
+    configs = [resolve_config(m, dataset, ref, seed=seed, alpha=a, **options)
                for ref, seed, m, a in itertools.product(refs, seeds, methods, alphas)]
     return list(dict.fromkeys(configs))  # ratio-free methods ignore α: one run for all α
 
 
 def unfinished(configs: list[RunConfig], results: Path) -> list[RunConfig]:
     """The configurations without a record under `results`."""
-    return [c for c in configs if not c.record_path(results).exists()]
+    return [c for c in configs if not finished(record_path(c, results))]
 
 
 @dataclass
@@ -60,7 +64,7 @@ def run_local(configs: list[RunConfig], results: Path, device: str = "auto",
         for i, cfg in enumerate(pending):
             left = len(pending) - i
             eta = f", ~{sum(times) / len(times) * left / 60:.1f} min left" if times else ""
-            console.print(f"[{out.skipped + out.done + len(out.failed) + 1}/{len(configs)}] {cfg.run_id} "
+            say(f"[{out.skipped + out.done + len(out.failed) + 1}/{len(configs)}] {cfg.run_id} "
                           f"(done {out.done + out.skipped}, failed {len(out.failed)}, left {left}{eta})")
             t0 = time.perf_counter()
             try:
@@ -71,11 +75,11 @@ def run_local(configs: list[RunConfig], results: Path, device: str = "auto",
                 raise
             except RunInProgress as e:
                 out.busy.append(cfg.run_id)
-                console.print(f"skipped (busy): {e}")
+                say(f"skipped (busy): {e}")
             except Exception as e:  # one failing run must not stop the others
                 message = str(e) if isinstance(e, TiwbenchError) else traceback.format_exc(limit=3)
                 out.failed.append((cfg.run_id, message.strip().splitlines()[-1]))
-                console.print(f"[red]failed[/red] {cfg.run_id}: {out.failed[-1][1]}")
+                say(f"[red]failed[/red] {cfg.run_id}: {out.failed[-1][1]}")
             update(out.skipped + out.done + len(out.failed) + len(out.busy))
     return out
 

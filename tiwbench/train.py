@@ -17,8 +17,9 @@ from .checkpoint import load_torch, save_torch
 from .diffusion import Batch, Denoiser, sample_training_sigma, to_model_space
 from .errors import Interrupted, TiwbenchError
 from .methods.base import Method
-from .ratio import DensityRatio
+from .ratio import DensityRatio, TrainingRatio
 from .signals import stop_requests
+from .streams import generator
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,15 @@ class TrainStep:
     def __init__(self, method: Method, denoiser: Denoiser, ratio_model: DensityRatio | None,
                  alpha: float, pi: float, cfg: TrainConfig, precision: str = "fp32", compile: bool = False):
         self.device = next(denoiser.parameters()).device
-        self.method, self.denoiser, self.ratio_model = method, denoiser, ratio_model
-        self.alpha, self.pi, self.cfg, self.precision = alpha, pi, cfg, precision
+        self.method, self.denoiser = method, denoiser
+        self.alpha, self.cfg, self.precision = alpha, cfg, precision
         self.ema = AveragedModel(denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         self.opt = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr, fused=self.device.type == "cuda")
         model = DistributedDataParallel(denoiser) if dist.world() > 1 else denoiser
         self.model = torch.compile(model) if compile else model
         if compile and ratio_model is not None:  # the whole TIW step: score and ratio networks
-            self.ratio_model = ratio_model.compiled()
-        self.model.precond = denoiser.precond  # methods read λ(σ) from it; wrappers do not forward it
+            ratio_model = ratio_model.compiled()
+        self.ratio = TrainingRatio(ratio_model, pi) if ratio_model is not None else None
 
     def __call__(self, x0: Tensor, sigma: Tensor, noise: Tensor, lr: float) -> Tensor:
         """Returns the (detached) mean loss without waiting for it: the caller checks it (a
@@ -68,8 +69,8 @@ class TrainStep:
         for k, micro in enumerate(torch.arange(len(x0)).chunk(accum)):
             with (self.model.no_sync() if ddp and k < accum - 1 else nullcontext()), \
                     autocast(self.device, self.precision):
-                batch = Batch(x0[micro], sigma[micro], noise[micro], self.pi)
-                loss = self.method.loss(batch, self.model, self.ratio_model, self.alpha).float().mean() / accum
+                batch = Batch(x0[micro], sigma[micro], noise[micro], self.denoiser.precond)
+                loss = self.method.loss(batch, self.model, self.ratio, self.alpha).float().mean() / accum
             loss.backward()
             total += loss.detach()
         if self.cfg.grad_clip > 0:
@@ -107,8 +108,8 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
     train_step = TrainStep(method, denoiser, ratio_model, alpha, pi, cfg, precision, compile)
     device, ema, opt = train_step.device, train_step.ema, train_step.opt
     x_train = x_train.to(device)
-    gen = torch.Generator().manual_seed(seed)
-    flip_gen = torch.Generator().manual_seed(seed + 1)  # augmentation draws leave `gen` unchanged
+    gen = generator(seed, "batches")
+    flip_gen = generator(seed, "xflip")  # augmentation draws leave `gen` unchanged
     step = 0
     if ckpt_path.exists():
         state = load_torch(ckpt_path, expect=asdict(cfg))
@@ -120,7 +121,8 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
         step = state["step"]
     mine = dist.local_slice(cfg.batch_size)
     if (mine.stop - mine.start) % cfg.accum:
-        raise TiwbenchError(f"the per-process batch {mine.stop - mine.start} must be divisible by accum {cfg.accum}")
+        raise TiwbenchError(f"the per-process batch {mine.stop - mine.start} must be divisible by "
+                            f"accum {cfg.accum}")
 
     def save() -> None:
         if dist.is_main():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,7 +31,11 @@ class BenchmarkData:
     feature_space: str
     exact_ratio: Callable[[bool], ExactRatio] | None = None  # time_dependent -> oracle
     sample_bias: Callable[[int, object], Tensor] | None = None  # fresh D_bias-distributed draws
-    info: dict = field(default_factory=dict)
+
+    @property
+    def is_image(self) -> bool:
+        """Images are (N, C, H, W); vectors (N, D)."""
+        return self.x_bias.ndim == 4
 
 
 class DatasetRecipe:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..errors import TiwbenchError
+from ..streams import generator
 from .images import ImageRecipe, ImageSplits
 
 EVAL_PER_CLASS = 30
@@ -50,7 +51,7 @@ class DigitsLT(ImageRecipe):
         eval_idx, rest = eval_split(y)
         counts = self.bias_counts()
         n_ref_per_class = max(1, round(ref * sum(counts) / 10))
-        g = torch.Generator().manual_seed(seed)
+        g = generator(seed, "data")
         bias_idx, ref_idx = [], []
         for k in range(10):
             pool = rest[y[rest] == k]

@@ -11,9 +11,8 @@ from torch import Tensor
 
 from ..nets.mlp import ConditionalMLP
 from ..ratio import ExactRatio
+from ..streams import generator
 from .base import BenchmarkData, DatasetRecipe
-
-EVAL_SEED = 2**31 - 1  # the evaluation set is the same for every run seed
 
 
 @dataclass(frozen=True)
@@ -76,11 +75,11 @@ class MixtureRecipe(DatasetRecipe):
 
     def build(self, ref: float, seed: int, data_root: Path | None = None,
               cache_dir: Path | None = None) -> BenchmarkData:
-        g = torch.Generator().manual_seed(seed)
+        g = generator(seed, "data")
         x_bias, _ = self.mixture.sample(self.n_bias, self.w_bias, g)
         x_ref, _ = self.mixture.sample(max(1, round(ref * self.n_bias)), self.w_data, g)
         x_eval, eval_labels = self.mixture.sample(self.n_eval, self.w_data,
-                                                  torch.Generator().manual_seed(EVAL_SEED))
+                                                  generator(None, "eval"))
         mix = self.mixture
 
         def exact_ratio(time_dependent: bool) -> ExactRatio:
@@ -122,6 +121,9 @@ class GMMHighDim(MixtureRecipe):
     defaults = {"steps": 4000, "batch_size": 512, "ratio_steps": 6000, "num_samples": 10_000}
 
     def __init__(self, dim: int = 32):
+        dim = int(dim)
+        if dim < 4:
+            raise ValueError(f"dim must be an integer >= 4 (four orthogonal means), got {dim}")
         g = torch.Generator().manual_seed(0)
         means = 4.0 * torch.linalg.qr(torch.randn(dim, 4, generator=g))[0].T  # orthogonal, |μ_k| = 4
         super().__init__(GaussianMixture(means, 1.0), torch.full((4,), 0.25),

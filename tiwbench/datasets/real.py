@@ -7,8 +7,6 @@ per batch, so CelebA at 64 px fits in memory.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import pickle
 from pathlib import Path
 
@@ -17,7 +15,9 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import load_torch, save_torch
+from ..console import progress_bar
 from ..errors import TiwbenchError
+from ..streams import digest, generator
 from .images import ImageRecipe, ImageSplits
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -106,7 +106,7 @@ class CifarLT(ImageRecipe):
 
     def splits(self, ref, seed, data_root, cache_dir=None):
         x, y = self.read(data_root, train=True)
-        g = torch.Generator().manual_seed(seed)
+        g = generator(seed, "data")
         k = self.num_groups
         bias_idx = take_per_class(y, long_tail_counts(k, self.n_bias, self.imbalance), g, dataset=self.name)
         ref_idx = take_per_class(y, [max(1, round(ref * self.n_bias / k))] * k, g, bias_idx, self.name)
@@ -134,8 +134,6 @@ def load_images(paths: list[Path], resolution: int) -> Tensor:
     """Center-square-cropped, resized RGB images as uint8 (N, 3, R, R)."""
     from PIL import Image
 
-    from ..run import progress_bar
-
     out = torch.empty(len(paths), 3, resolution, resolution, dtype=torch.uint8)
     with progress_bar(f"reading {len(paths)} images", len(paths)) as update:
         for i, p in enumerate(paths):
@@ -152,8 +150,7 @@ def load_images(paths: list[Path], resolution: int) -> Tensor:
 
 def cached_images(cache_dir: Path | None, key: dict, paths: list[Path], resolution: int) -> Tensor:
     """Decoded images, cached as one tensor file (decoding 160k JPEGs takes minutes)."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-    path = cache_dir / f"images-{key['dataset']}-{digest}.pt" if cache_dir else None
+    path = cache_dir / f"images-{key['dataset']}-{digest(key)}.pt" if cache_dir else None
     if path is not None and path.exists():
         return load_torch(path, expect=key)["images"]
     x = load_images(paths, resolution)
@@ -192,7 +189,7 @@ class GroupImageRecipe(ImageRecipe):
                                   torch.nonzero(~eval_pool).flatten(), self.name)
         pool = bias_pool.clone()
         pool[eval_idx] = False
-        g = torch.Generator().manual_seed(seed)
+        g = generator(seed, "data")
         bias_idx = self.bias_indices(groups, pool, ref, g)
         ref_idx = take_per_class(groups, [max(1, round(ref * len(bias_idx) / k))] * k, g,
                                  torch.cat([bias_idx, eval_idx]), self.name)

@@ -1,6 +1,5 @@
 """DSM on the observed data D_obs = D_bias ∪ D_ref: the biased baseline."""
 
-from ..diffusion import dsm_loss
 from .base import Method
 
 
@@ -11,5 +10,5 @@ class DSMObs(Method):
     description = "DSM on D_bias ∪ D_ref, unweighted (biased baseline)"
     train_on = "obs"
 
-    def loss(self, batch, denoiser, ratio_model=None, alpha=1.0):
-        return dsm_loss(denoiser(batch.x_sigma, batch.sigma), batch.x0, batch.sigma, denoiser.precond)
+    def loss(self, batch, denoiser, ratio=None, alpha=1.0):
+        return batch.dsm_loss(denoiser(batch.x_sigma, batch.sigma), batch.x0)

@@ -1,7 +1,5 @@
 """IW-DSM: importance weights from a clean-data discriminator (Choi et al. 2020 style)."""
 
-from ..diffusion import dsm_loss
-from ..ratio import mixture_log_r
 from .base import Method
 
 
@@ -13,7 +11,7 @@ class IWDSM(Method):
     train_on = "obs"
     ratio = "time_independent"
 
-    def loss(self, batch, denoiser, ratio_model=None, alpha=1.0):
-        log_r = mixture_log_r(ratio_model.log_ratio(batch.x0, batch.sigma).detach(), batch.pi)
-        err = dsm_loss(denoiser(batch.x_sigma, batch.sigma), batch.x0, batch.sigma, denoiser.precond)
+    def loss(self, batch, denoiser, ratio=None, alpha=1.0):
+        log_r = ratio.log_r(batch.x0, batch.sigma)  # the time-independent ratio ignores σ
+        err = batch.dsm_loss(denoiser(batch.x_sigma, batch.sigma), batch.x0)
         return (alpha * log_r).exp() * err

@@ -1,7 +1,6 @@
 """TIW-DSM (Kim et al. 2024, eq. 8 / Theorem 1): time-dependent weight and score correction."""
 
-from ..diffusion import append_dims, dsm_loss
-from ..ratio import log_r_and_grad, mixture_log_r
+from ..diffusion import append_dims
 from .base import Method
 
 
@@ -17,13 +16,12 @@ class TIWDSM(Method):
     ratio = "time_dependent"
     correction = True
 
-    def loss(self, batch, denoiser, ratio_model=None, alpha=1.0):
+    def loss(self, batch, denoiser, ratio=None, alpha=1.0):
         x_sigma = batch.x_sigma
         if self.correction:
-            log_r, grad_log_r = log_r_and_grad(ratio_model, x_sigma, batch.sigma, batch.pi)
+            log_r, grad_log_r = ratio.log_r_and_grad(x_sigma, batch.sigma)
             target = batch.x0 + alpha * append_dims(batch.sigma**2, x_sigma.ndim) * grad_log_r
         else:
-            log_r = mixture_log_r(ratio_model.log_ratio(x_sigma, batch.sigma).detach(), batch.pi)
-            target = batch.x0
-        err = dsm_loss(denoiser(x_sigma, batch.sigma), target, batch.sigma, denoiser.precond)
+            log_r, target = ratio.log_r(x_sigma, batch.sigma), batch.x0
+        err = batch.dsm_loss(denoiser(x_sigma, batch.sigma), target)
         return (alpha * log_r).exp() * err

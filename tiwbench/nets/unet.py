@@ -72,7 +72,8 @@ class UNetBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if (cin != cout or up or down) else None
         self.attention = attention
         if attention:
-            self.norm2, self.qkv, self.proj = group_norm(cout), nn.Conv2d(cout, 3 * cout, 1), nn.Conv2d(cout, cout, 1)
+            self.norm2 = group_norm(cout)
+            self.qkv, self.proj = nn.Conv2d(cout, 3 * cout, 1), nn.Conv2d(cout, cout, 1)
 
     def resample(self, x: Tensor) -> Tensor:
         if self.up:

@@ -1,8 +1,7 @@
 """TIW-DSM with the weight r_σ^α clipped at `max_weight`: a common variance-reduction variant."""
 
-from tiwbench.diffusion import append_dims, dsm_loss
+from tiwbench.diffusion import append_dims
 from tiwbench.methods.base import Method
-from tiwbench.ratio import log_r_and_grad
 
 
 class TIWDSMClipped(Method):
@@ -14,9 +13,9 @@ class TIWDSMClipped(Method):
     ratio = "time_dependent"
     max_weight = 5.0
 
-    def loss(self, batch, denoiser, ratio_model=None, alpha=1.0):
+    def loss(self, batch, denoiser, ratio=None, alpha=1.0):
         x_sigma = batch.x_sigma
-        log_r, grad_log_r = log_r_and_grad(ratio_model, x_sigma, batch.sigma, batch.pi)
+        log_r, grad_log_r = ratio.log_r_and_grad(x_sigma, batch.sigma)
         target = batch.x0 + alpha * append_dims(batch.sigma**2, x_sigma.ndim) * grad_log_r
         weight = (alpha * log_r).exp().clamp(max=self.max_weight)
-        return weight * dsm_loss(denoiser(x_sigma, batch.sigma), target, batch.sigma, denoiser.precond)
+        return weight * batch.dsm_loss(denoiser(x_sigma, batch.sigma), target)

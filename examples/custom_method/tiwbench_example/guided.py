@@ -2,7 +2,6 @@
 
 from tiwbench.diffusion import append_dims
 from tiwbench.methods.dsm_obs import DSMObs
-from tiwbench.ratio import log_r_and_grad
 
 
 class DSMGuided(DSMObs):
@@ -14,5 +13,5 @@ class DSMGuided(DSMObs):
     train_on = "obs"
     ratio = "time_dependent"
 
-    def guidance(self, x, sigma, ratio_model, pi, alpha=1.0):
-        return alpha * append_dims(sigma**2, x.ndim) * log_r_and_grad(ratio_model, x, sigma, pi)[1]
+    def guidance(self, x, sigma, ratio, alpha=1.0):
+        return alpha * append_dims(sigma**2, x.ndim) * ratio.log_r_and_grad(x, sigma)[1]

@@ -1,0 +1,248 @@
+"""RunConfig: the one declaration of every run option — its type, default, help, validation and
+whether it names the run. The CLI options of `run` and `sweep`, the dry-run output, the run id
+and the reproducing commands in reports are all generated from it (docs/design.md §1).
+
+Torch-free: `tiwbench table` reads records through this module without loading torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .errors import TiwbenchError
+from .streams import digest
+
+RATIO_SOURCES = ("trained", "oracle")
+PRECISIONS = ("fp32", "tf32", "bf16")
+MAX_SEED = 2**63 - 100  # torch seeds are 64-bit; named streams add small offsets
+
+
+def option(default: Any, help: str, check=None, cli: bool = True, dataset_default: bool = True) -> Any:
+    """A RunConfig field. `check(value)` returns an error text or None; `cli` fields are options
+    of `run` and `sweep`; `dataset_default` fields take the recipe's value when not given."""
+    meta = {"help": help, "check": check, "cli": cli, "dataset_default": dataset_default}
+    return field(default=default, metadata=meta) if default is not MISSING else field(metadata=meta)
+
+
+def at_least(low: float):
+    return lambda v: ("must be a finite number" if not _finite(v) else None if v >= low
+                      else f"must be >= {low:g}")
+
+
+def positive(v) -> str | None:
+    return None if _finite(v) and v > 0 else "must be a finite number > 0"
+
+
+def one_of(*choices: str):
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result; its digest names the run folder."""
+
+    method: str = option(MISSING, "Method name (see `tiwbench list`).", cli=False)
+    dataset: str = option(MISSING, "Dataset name (see `tiwbench list`).", cli=False)
+    ref: float = option(MISSING, "Reference-set size as a fraction of |D_bias|, in (0, 1].", cli=False,
+                        check=lambda v: None if _finite(v) and 0 < v <= 1 else "must be in (0, 1]")
+    seed: int = option(0, "Seed of data, initialisation, training and sampling.", cli=False,
+                       check=lambda v: None if isinstance(v, int) and 0 <= v <= MAX_SEED
+                       else f"must be an integer in [0, {MAX_SEED}]")
+    alpha: float = option(1.0, "Weight/correction temperature α (1 = theory, 0 = DSM(obs)).", cli=False,
+                          check=at_least(0))
+    ratio: str = option("trained", "Density ratio for ratio-based methods: trained | oracle.",
+                        check=one_of(*RATIO_SOURCES), dataset_default=False)
+    steps: int = option(4000, "Score-network training steps.", check=at_least(1))
+    batch_size: int = option(512, "Training batch size.", check=at_least(1))
+    lr: float = option(1e-3, "Adam learning rate.", check=positive)
+    ema_decay: float = option(0.999, "EMA decay of the score network's weights, in [0, 1).",
+                              check=lambda v: None if _finite(v) and 0 <= v < 1 else "must be in [0, 1)")
+    ratio_steps: int = option(6000, "Discriminator training steps.", check=at_least(1))
+    ratio_batch_size: int = option(512, "Discriminator batch size (half D_bias, half D_ref).", check=at_least(2))
+    ratio_lr: float = option(1e-3, "Discriminator Adam learning rate.", check=positive)
+    sample_steps: int = option(18, "Heun sampler steps.", check=at_least(2))
+    num_samples: int = option(10_000, "Samples generated for the metrics.", check=at_least(2))
+    net: str = option("", "Score-network preset (images: tiny, ddpmpp32, ddpmpp64) [dataset default].")
+    accum: int = option(1, "Gradient-accumulation micro-batches per process.", check=at_least(1))
+    warmup: int = option(0, "Linear learning-rate warm-up steps.", check=at_least(0))
+    grad_clip: float = option(0.0, "Max gradient norm, 0 = off.", check=at_least(0))
+    xflip: bool = option(False, "Augment: mirror training images at random.")
+    precision: str = option("fp32", "fp32 | tf32 | bf16 | auto (bf16 on GPUs, fp32 on CPUs) [auto].",
+                            check=one_of(*PRECISIONS), dataset_default=False)
+    dataset_options: tuple[tuple[str, str], ...] = option(
+        (), "KEY=VALUE for the dataset recipe (e.g. imbalance=50, majority=0.9); repeatable.",
+        dataset_default=False)
+
+    @property
+    def run_id(self) -> str:
+        """Digest of the fields that differ from their defaults (the first three always count),
+        so that a field added later with a default keeps existing runs' names."""
+        identity = {f.name: getattr(self, f.name) for f in fields(self)
+                    if f.default is MISSING or getattr(self, f.name) != f.default}
+        return f"{self.dataset}-{self.method}-ref{self.ref:g}-a{self.alpha:g}-s{self.seed}-{digest(identity)}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        """The config of a record or config.json; TiwbenchError on unknown or mistyped fields.
+        Fields missing from older records take their defaults."""
+        if not isinstance(d, dict):
+            raise TiwbenchError("config is not a JSON object")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TiwbenchError(f"unknown config fields {', '.join(sorted(unknown))} (a newer tiwbench?)")
+        values = dict(d)
+        if "dataset_options" in values:
+            try:
+                values["dataset_options"] = tuple((str(k), str(v)) for k, v in values["dataset_options"])
+            except (TypeError, ValueError):
+                raise TiwbenchError("config field dataset_options is not a list of [key, value]") from None
+        for f in fields(cls):
+            if f.name in values and f.name != "dataset_options":
+                values[f.name] = _coerce(f, values[f.name])
+        try:
+            return cls(**values)
+        except TypeError as e:
+            raise TiwbenchError(f"config: {e}") from None
+
+    def train_config(self):
+        from .train import TrainConfig
+
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                           ema_decay=self.ema_decay, accum=self.accum, warmup=self.warmup,
+                           grad_clip=self.grad_clip, xflip=self.xflip)
+
+    def ratio_config(self):
+        from .ratio import RatioTrainConfig
+
+        return RatioTrainConfig(self.ratio_steps, self.ratio_batch_size, self.ratio_lr)
+
+
+FIELDS = {f.name: f for f in fields(RunConfig)}
+CLI_FIELDS = [f for f in fields(RunConfig) if f.metadata["cli"]]
+RATIO_FIELDS = ("ratio_steps", "ratio_batch_size", "ratio_lr")  # used only where a ratio is trained
+
+
+def field_type(f) -> type:
+    """The Python type of a field (annotations are strings under `from __future__`)."""
+    return {"int": int, "float": float, "str": str, "bool": bool}.get(f.type, tuple)
+
+
+def _coerce(f, value):
+    kind = field_type(f)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is not tuple and not (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))):
+        raise TiwbenchError(f"config field {f.name} should be {kind.__name__}, got {value!r}")
+    return value
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate(values: dict) -> None:
+    """Raise one TiwbenchError naming the option for the first value that fails its check."""
+    for name, value in values.items():
+        f = FIELDS[name]
+        problem = f.metadata["check"](value) if f.metadata["check"] else None
+        if problem is None and f.metadata["check"] is None and field_type(f) is not tuple:
+            problem = None if isinstance(value, field_type(f)) else f"must be a {field_type(f).__name__}"
+        if problem:
+            raise TiwbenchError(f"{flag(name)} {problem}, got {value!r}")
+
+
+def parse_dataset_options(items: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """['imbalance=50'] -> (('imbalance', '50'),), sorted so that order does not split a run;
+    numbers are written canonically (100, 100.0 and 1e2 are one run)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TiwbenchError(f"--dataset-option takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = canonical(value.strip())
+    return tuple(sorted(out.items()))
+
+
+def canonical(value) -> str:
+    """A dataset option's value as text, numbers in one spelling."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number) or isinstance(value, bool):
+        return str(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def drop_default_options(recipe_cls: type, options: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The dataset options without those set to the recipe's own default (same computation)."""
+    import inspect
+
+    params = inspect.signature(recipe_cls.__init__).parameters
+    return tuple((k, v) for k, v in options
+                 if not (k in params and params[k].default is not inspect.Parameter.empty
+                         and canonical(params[k].default) == v))
+
+
+def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfig:
+    """Validate the user's choices (before any work starts) and fill unset options from the
+    dataset's defaults, then the field defaults. Options a run does not use are reset to their
+    defaults, so that they do not split its identity."""
+    from . import registry
+
+    method_cls = registry.load("method", method)
+    recipe_cls = registry.load("dataset", dataset)
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = set(given) - set(FIELDS) | set(recipe_cls.defaults) - set(FIELDS)
+    if unknown:
+        raise TiwbenchError(f"unknown run options: {', '.join(sorted(unknown))}")
+    values = {**recipe_cls.defaults, **given, "ref": ref}
+    validate(values)
+    if values.get("dataset_options"):
+        values["dataset_options"] = drop_default_options(recipe_cls, tuple(values["dataset_options"]))
+    registry.get_dataset(dataset, **dict(values.get("dataset_options", ())))  # options valid?
+    if values.get("net") and values["net"] not in recipe_cls.nets:
+        raise TiwbenchError(f"--net {values['net']!r} does not suit dataset {dataset!r}; "
+                            f"choose from {', '.join(recipe_cls.nets)}")
+    ratio = values.get("ratio", "trained")
+    if ratio == "oracle" and method_cls.ratio and not recipe_cls.has_exact_ratio:
+        raise TiwbenchError(f"--ratio oracle needs an exact density ratio, which dataset "
+                            f"{dataset!r} does not have")
+    values["ratio"] = ratio if method_cls.ratio else "none"
+    cfg = RunConfig(method=method, dataset=dataset, **values)
+    unused = [] if method_cls.ratio else ["alpha"]
+    if cfg.ratio != "trained":
+        unused += RATIO_FIELDS
+    return replace(cfg, **{name: FIELDS[name].default for name in unused})
+
+
+def cli_flags(values: dict, defaults: dict) -> list[str]:
+    """The command-line options that set `values` (a subset of CLI fields) where they differ
+    from `defaults`, in declaration order: the inverse of the CLI's parsing."""
+    out = []
+    for f in CLI_FIELDS:
+        if f.name not in values or values[f.name] == defaults.get(f.name, f.default):
+            continue
+        value = values[f.name]
+        if f.name == "dataset_options":
+            out += [f"--dataset-option {k}={v}" for k, v in value]
+        elif field_type(f) is bool:
+            out.append(flag(f.name) if value else "--no-" + flag(f.name)[2:])
+        else:
+            out.append(f"{flag(f.name)} {format_value(value)}")
+    return out
+
+
+def format_value(value) -> str:
+    if isinstance(value, (list, tuple)):  # dataset options: [[key, value], ...]
+        return ",".join(f"{k}={v}" for k, v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,55 @@
+"""Messages and progress bars on stderr; under torchrun only process 0 shows them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+_live: list[Progress] = []  # the progress display in use, if any: bars nest into it
+
+
+def is_main_process() -> bool:
+    """Process 0 of a torchrun job (or a plain process); read from the environment, so that it
+    holds before the process group exists."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def say(message: str) -> None:
+    """Print a message (rich markup allowed) on stderr, from process 0 only."""
+    if is_main_process():
+        console.print(message)
+
+
+def warn(message: str) -> None:
+    say(f"[yellow]warning:[/yellow] {message}")
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator:
+    """A rich progress bar; yields `update(completed)`. Inside another bar (a sweep), it is a
+    transient row of the same display, since rich allows one live display at a time. Processes
+    other than 0 get a bar that shows nothing."""
+    if not is_main_process():
+        yield lambda done, **fields: None
+        return
+    if _live:
+        progress = _live[-1]
+        task = progress.add_task(description, total=total)
+        try:
+            yield lambda done, **fields: progress.update(task, completed=done, **fields)
+        finally:
+            progress.remove_task(task)
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        _live.append(progress)
+        try:
+            task = progress.add_task(description, total=total)
+            yield lambda done, **fields: progress.update(task, completed=done, **fields)
+        finally:
+            _live.pop()

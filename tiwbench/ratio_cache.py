@@ -1,0 +1,50 @@
+"""Ratio models for a run: the exact one for `--ratio oracle`, else a discriminator trained once
+per dataset, options, reference size and seed, cached under RESULTS/_ratios/ and shared by every
+method and process (a waiting lock keeps concurrent sweeps from training it twice)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from . import dist
+from .checkpoint import load_torch, save_torch
+from .config import RunConfig
+from .console import progress_bar, say
+from .datasets.base import BenchmarkData, DatasetRecipe
+from .locks import run_lock
+from .ratio import DensityRatio, LearnedRatio, train_ratio
+from .streams import digest, generator
+
+
+def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: BenchmarkData,
+                    results: Path, device: torch.device) -> DensityRatio:
+    """The ratio model of kind `kind` (time_dependent | time_independent) that `cfg` asks for."""
+    time_dependent = kind == "time_dependent"
+    if cfg.ratio == "oracle":
+        return data.exact_ratio(time_dependent)
+    key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref,
+           "seed": cfg.seed, "kind": kind, **asdict(cfg.ratio_config())}
+    if cfg.precision == "tf32":  # trained with TF32 matmuls (ratio training is otherwise fp32)
+        key["tf32"] = True
+    path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest(key)}.pt"
+    torch.manual_seed(cfg.seed)  # the "init" stream
+    model = LearnedRatio(recipe.ratio_net(), data.sigma_data, time_dependent).to(device)
+    trained_here = False
+    if not path.exists() and dist.is_main():  # other processes wait, then read the cache
+        # another sweep on this folder may be training the same model: wait for it, then reuse
+        with run_lock(path.parent, path.name + ".lock", wait=True):
+            if not path.exists():
+                with progress_bar(f"ratio ({kind})", cfg.ratio_steps) as update:
+                    train_ratio(model, data.x_bias, data.x_ref, cfg.ratio_config(),
+                                generator(cfg.seed, "ratio_batches"), on_step=update)
+                save_torch(path, {"model": model.state_dict(), "config": key})
+                trained_here = True
+    dist.barrier()
+    if not trained_here:
+        model.load_state_dict(load_torch(path, expect=key)["model"])
+        model.requires_grad_(False).eval()
+        say(f"reusing the cached {kind} ratio model {path}")
+    return model

@@ -1,0 +1,112 @@
+"""Record: what a finished run wrote (metrics.json), typed. Results, plot and report read runs
+only through it. Torch-free, so that tables are made without loading torch."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .config import RunConfig
+from .console import warn
+from .errors import TiwbenchError
+
+SCHEMA_VERSION = 1  # records written before the field existed have this layout too
+RECORD_NAME = "metrics.json"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One finished run: its configuration, metrics and the facts needed to read them."""
+
+    config: RunConfig
+    metrics: dict[str, float]
+    shares: list[float]  # generated share of each attribute group
+    target_shares: list[float]
+    feature_space: str  # the Fréchet distance's space: "data", "<dataset>_clf", ...
+    ratio_source: str  # trained | oracle | none
+    ratio_kind: str | None  # time_dependent | time_independent | None
+    timing: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    device: str = "?"
+    processes: int = 1
+    ratio_error: list[dict[str, float]] = field(default_factory=list)  # per σ, where exact ratio known
+    schema_version: int = SCHEMA_VERSION
+    folder: Path | None = field(default=None, compare=False)  # where it was read from; not written
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("folder")
+        d["config"] = self.config.to_dict()
+        return d
+
+    def to_json(self) -> str:
+        """Sorted, indented JSON; non-finite metrics are refused (JSON has no NaN)."""
+        bad = [k for k, v in self.metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise TiwbenchError(f"run {self.run_id}: non-finite metrics {', '.join(bad)}")
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict, folder: Path | None = None) -> Record:
+        if not isinstance(d, dict):
+            raise TiwbenchError("not a JSON object")
+        version = d.get("schema_version", 1)
+        if version != SCHEMA_VERSION:
+            raise TiwbenchError(f"schema version {version!r}; this tiwbench reads version {SCHEMA_VERSION}")
+        known = {f.name for f in fields(cls)} - {"folder"}
+        missing = {"config", "metrics", "shares", "target_shares", "feature_space", "ratio_source"} - set(d)
+        if missing:
+            raise TiwbenchError(f"lacks {', '.join(sorted(missing))}")
+        metrics = d["metrics"]
+        if not isinstance(metrics, dict) or not metrics or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in metrics.values()):
+            raise TiwbenchError("metrics must be a non-empty object of finite numbers")
+        values = {k: v for k, v in d.items() if k in known}
+        values["config"] = RunConfig.from_dict(d["config"])
+        values["metrics"] = {k: float(v) for k, v in metrics.items()}
+        return cls(**values, folder=folder)
+
+    @classmethod
+    def read(cls, path: Path) -> Record:
+        """The record at `path`; one-line TiwbenchError naming the file if it cannot be used."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()), Path(path).parent)
+        except (OSError, ValueError, TiwbenchError) as e:  # JSONDecodeError is a ValueError
+            raise TiwbenchError(f"cannot use the run record {path}: {e}") from None
+
+
+def finished(path: Path) -> bool:
+    """Whether `path` holds a usable record (a truncated or empty one does not count)."""
+    try:
+        Record.read(path)
+        return True
+    except TiwbenchError:
+        return False
+
+
+def load_records(results: Path) -> list[Record]:
+    """Every finished run's record under `results`, one per run id. Records are written
+    atomically; an unreadable one is skipped with a warning, and a copy of a run folder (the
+    same run id twice) is counted once, with a note."""
+    if not results.is_dir():
+        raise TiwbenchError(f"results folder {results} does not exist")
+    by_id: dict[str, Record] = {}
+    for path in sorted(results.glob(f"*/{RECORD_NAME}")):
+        try:
+            record = Record.read(path)
+        except TiwbenchError as e:
+            warn(f"skipped: {e}")
+            continue
+        if record.run_id in by_id:
+            first = by_id[record.run_id].folder
+            warn(f"skipped {path}: a copy of run {record.run_id} (counted once, from {first})")
+            continue
+        by_id[record.run_id] = record
+    return list(by_id.values())
