@@ -34,3 +34,14 @@ def test_sweep_then_report_writes_tables_figures_and_html(tmp_path):
     assert "<b>" in page and "torch" in page
     out = runner.invoke(app, ["plot", "--dataset", "gmm2d", "--results", str(res), "--out", str(tmp_path / "p")])
     assert out.exit_code == 0 and "alpha_tradeoff.png" in out.output
+    # the records behind the tables travel with them: the long table rebuilds from them exactly
+    records = sorted((out_dir / "runs").glob("*/metrics.json"))
+    assert len(records) == len(list(res.glob("*/metrics.json"))) == 6
+    assert all(not p.parent.joinpath("samples.png").exists() for p in records)
+    out = runner.invoke(app, ["table", "--results", str(out_dir / "runs"), "--format", "csv"])
+    assert out.exit_code == 0 and out.output == (out_dir / "table.csv").read_text()
+    # a report over fewer runs removes the records it no longer shows
+    (res / records[0].parent.name / "metrics.json").unlink()
+    out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--results", str(res), "--out", str(out_dir)])
+    assert out.exit_code == 0
+    assert len(list((out_dir / "runs").glob("*/metrics.json"))) == 5

@@ -1,4 +1,5 @@
-"""Atomic writes and safe loads: a file is either complete or absent, and never unpickled code."""
+"""Atomic writes and safe loads: a file is either complete or absent, and never unpickled code.
+Torch loads only where a tensor file is written or read."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import json
 import os
 import tempfile
 from pathlib import Path
-
-import torch
 
 from .errors import TiwbenchError
 
@@ -36,12 +35,16 @@ def write_json(path: Path, obj) -> None:
 
 
 def save_torch(path: Path, obj) -> None:
+    import torch
+
     _atomic(Path(path), lambda f: torch.save(obj, f))
 
 
 def load_torch(path: Path, expect: dict | None = None) -> dict:
     """Load with weights_only=True; a corrupt file, or one whose `config` differs from `expect`,
     is reported by path rather than trusted or silently overwritten."""
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -183,11 +183,14 @@ def report(
     dataset: str = typer.Option(..., help="Dataset to report on."),
     results: Path = ResultsOpt,
     out: Path | None = typer.Option(None, help="Output folder [results/<dataset>]."),
+    records: bool = typer.Option(True, "--records/--no-records",
+                                 help="Also copy the run records behind the tables to OUT/runs [on]."),
 ):
-    """Write table.md, the long table.csv, the figures and a self-contained report.html."""
+    """Write table.md, the long table.csv, the figures, a self-contained report.html and the run
+    records behind them (OUT/runs, which `--results` reads to rebuild the tables)."""
     from .report import write_report
 
-    for path in write_report(results, dataset, out or default_out(dataset)):
+    for path in write_report(results, dataset, out or default_out(dataset), records_out=records):
         typer.echo(str(path))
 
 

@@ -19,10 +19,13 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 MAX_SEED = 2**63 - 100  # torch seeds are 64-bit; named streams add small offsets
 
 
-def option(default: Any, help: str, check=None, cli: bool = True, dataset_default: bool = True) -> Any:
+def option(default: Any, help: str, check=None, cli: bool = True, dataset_default: bool = True,
+           ratio_training: bool = False) -> Any:
     """A RunConfig field. `check(value)` returns an error text or None; `cli` fields are options
-    of `run` and `sweep`; `dataset_default` fields take the recipe's value when not given."""
-    meta = {"help": help, "check": check, "cli": cli, "dataset_default": dataset_default}
+    of `run` and `sweep`; `dataset_default` fields take the recipe's value when not given;
+    `ratio_training` fields matter only where a ratio model is trained (and key its cache)."""
+    meta = {"help": help, "check": check, "cli": cli, "dataset_default": dataset_default,
+            "ratio_training": ratio_training}
     return field(default=default, metadata=meta) if default is not MISSING else field(metadata=meta)
 
 
@@ -63,9 +66,10 @@ class RunConfig:
     lr: float = option(1e-3, "Adam learning rate.", check=positive)
     ema_decay: float = option(0.999, "EMA decay of the score network's weights, in [0, 1).",
                               check=lambda v: None if _finite(v) and 0 <= v < 1 else "must be in [0, 1)")
-    ratio_steps: int = option(6000, "Discriminator training steps.", check=at_least(1))
-    ratio_batch_size: int = option(512, "Discriminator batch size (half D_bias, half D_ref).", check=at_least(2))
-    ratio_lr: float = option(1e-3, "Discriminator Adam learning rate.", check=positive)
+    ratio_steps: int = option(6000, "Discriminator training steps.", check=at_least(1), ratio_training=True)
+    ratio_batch_size: int = option(512, "Discriminator batch size (half D_bias, half D_ref).", check=at_least(2),
+                                   ratio_training=True)
+    ratio_lr: float = option(1e-3, "Discriminator Adam learning rate.", check=positive, ratio_training=True)
     sample_steps: int = option(18, "Heun sampler steps.", check=at_least(2))
     num_samples: int = option(10_000, "Samples generated for the metrics.", check=at_least(2))
     net: str = option("", "Score-network preset (images: tiny, ddpmpp32, ddpmpp64) [dataset default].")
@@ -121,14 +125,15 @@ class RunConfig:
                            grad_clip=self.grad_clip, xflip=self.xflip)
 
     def ratio_config(self):
+        """The ratio-training fields, without their prefix, as the trainer's config."""
         from .ratio import RatioTrainConfig
 
-        return RatioTrainConfig(self.ratio_steps, self.ratio_batch_size, self.ratio_lr)
+        return RatioTrainConfig(**{name.removeprefix("ratio_"): getattr(self, name) for name in RATIO_FIELDS})
 
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
 CLI_FIELDS = [f for f in fields(RunConfig) if f.metadata["cli"]]
-RATIO_FIELDS = ("ratio_steps", "ratio_batch_size", "ratio_lr")  # used only where a ratio is trained
+RATIO_FIELDS = tuple(f.name for f in fields(RunConfig) if f.metadata["ratio_training"])
 
 
 def field_type(f) -> type:

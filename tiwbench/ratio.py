@@ -2,7 +2,7 @@
 
 A ratio model gives log w_σ(x). What a method needs is the ratio to the distribution its score
 network trains on, p_train = π·p_data + (1 − π)·p_bias, that is r_σ = w_σ / (π·w_σ + 1 − π)
-(DESIGN.md §2), and for TIW-DSM its input gradient.
+(docs/design.md §2), and for TIW-DSM its input gradient.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +18,6 @@ from torch import Tensor, nn
 from .diffusion import SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma, to_model_space
 from .errors import Interrupted
 from .signals import stop_requests
-
-RatioKind = Literal["time_dependent", "time_independent"]
 
 
 class DensityRatio(nn.Module):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import html
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from . import DEFAULT_RESULTS, default_out
+from .checkpoint import write_text
 from .errors import TiwbenchError
-from .record import Record, load_records
+from .record import RECORD_NAME, Record, load_records
 from .results import (
     long_table,
     metric_heading,
@@ -86,8 +88,27 @@ def feature_space_note(records: list[Record], dataset: str) -> str:
         "fid" in r.metrics for r in records) else ".")
 
 
-def write_report(results: Path, dataset: str, out: Path) -> list[Path]:
-    """Everything a dataset's results folder holds: table.md, table.csv, figures, report.html."""
+def write_records(records: list[Record], dataset: str, out: Path) -> Path:
+    """Copy the dataset's run records (metrics.json only: config, metrics, ratio-error curves) to
+    OUT/runs/<run id>/, the layout `--results` reads, and remove those a previous report wrote
+    that are not among them: the committed records and tables cannot disagree."""
+    folder = out / "runs"
+    keep = {r.run_id: r for r in of_dataset(records, dataset)}
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old.is_dir() and old.name not in keep:
+                shutil.rmtree(old)
+    for run_id, record in keep.items():
+        source = record.folder / RECORD_NAME
+        target = folder / run_id / RECORD_NAME
+        if not (target.exists() and target.samefile(source)):
+            write_text(target, source.read_text())
+    return folder
+
+
+def write_report(results: Path, dataset: str, out: Path, records_out: bool = True) -> list[Path]:
+    """Everything a dataset's results folder holds: table.md, table.csv, figures, report.html and
+    (with `records_out`) the run records behind them under OUT/runs."""
     from .plot import all_figures
 
     records = load_records(results)
@@ -111,4 +132,5 @@ def write_report(results: Path, dataset: str, out: Path) -> list[Path]:
     written[1].write_text(render(long, "csv"))
     figures = all_figures(records, long, dataset, out)
     (out / "report.html").write_text(render_report(records, long, ratio, dataset, figures, sweeps + [report]))
-    return written + figures + [out / "report.html"]
+    runs = [write_records(records, dataset, out)] if records_out else []
+    return written + figures + [out / "report.html"] + runs
