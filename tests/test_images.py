@@ -225,3 +225,27 @@ def test_fid_uses_clean_fid_inception_weights_when_given(tmp_path, monkeypatch):
     assert evaluate.fid(x, x, extractor, stats) == pytest.approx(0, abs=1e-3)
     assert stats.exists()
     assert evaluate.fid(y, x, extractor, stats) > 1.0
+
+
+@pytest.mark.parametrize("batch, message", [
+    ([1, 2, 3], "is not a dict with b'data'"),
+    ({b"data": np.zeros((4, 3072), dtype=np.uint8)}, "is not a dict with b'data' and b'labels'"),
+    ({b"data": np.zeros((4, 100), dtype=np.uint8), b"labels": [0, 1, 2, 3]}, "expected (N, 3072) and N labels"),
+    ({b"data": np.zeros((4, 3072), dtype=np.uint8), b"labels": [0, 1]}, "expected (N, 3072) and N labels"),
+])
+def test_a_malformed_cifar_batch_gives_one_line(tmp_path, batch, message):
+    write_cifar(tmp_path, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+                b"labels", 10, 2)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as fh:
+        pickle.dump(batch, fh, protocol=2)
+    with pytest.raises(TiwbenchError) as e:
+        Cifar10LT(n_bias=10).splits(0.1, 0, tmp_path)
+    assert message in str(e.value) and "data_batch_3" in str(e.value)
+
+
+@pytest.mark.parametrize("option", ["imbalance=0", "imbalance=nan", "n_bias=0", "n_bias=5"])
+def test_bad_cifar_options_are_refused_before_any_work(option):
+    out = runner.invoke(app, ["run", "--method", "dsm_obs", "--dataset", "cifar10_lt", "--ref", "0.1",
+                              "--dataset-option", option, "--dry-run"])
+    assert out.exit_code == 2 and "bad option value" in out.output and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1

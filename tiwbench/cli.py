@@ -47,6 +47,8 @@ def user_errors(command):
             return command(*args, **kwargs)
         except TiwbenchError as e:
             fail(str(e), 130 if isinstance(e, Interrupted) else 2)
+        except KeyboardInterrupt:  # outside training (data, sampling, evaluation): nothing half-written
+            fail("interrupted; finished steps are kept: run the same command again to go on", 130)
     return wrapper
 
 
@@ -206,5 +208,12 @@ def list_():
             typer.echo(f"  {name:<14} {text}")
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM outside training ends like Ctrl-C, with a message
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     app()

@@ -14,6 +14,7 @@ from .checkpoint import load_torch, save_torch
 from .config import RunConfig
 from .console import progress_bar, say
 from .datasets.base import BenchmarkData, DatasetRecipe
+from .errors import TiwbenchError
 from .locks import run_lock
 from .ratio import DensityRatio, LearnedRatio, train_ratio
 from .streams import digest, generator
@@ -44,7 +45,11 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
                 trained_here = True
     dist.barrier()
     if not trained_here:
-        model.load_state_dict(load_torch(path, expect=key)["model"])
+        try:
+            model.load_state_dict(load_torch(path, expect=key)["model"])
+        except (KeyError, RuntimeError) as e:
+            raise TiwbenchError(f"the cached ratio model {path} is incomplete or does not fit "
+                                f"({type(e).__name__}); delete it to retrain") from None
         model.requires_grad_(False).eval()
         say(f"reusing the cached {kind} ratio model {path}")
     return model

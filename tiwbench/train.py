@@ -113,12 +113,16 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
     step = 0
     if ckpt_path.exists():
         state = load_torch(ckpt_path, expect=asdict(cfg))
-        denoiser.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["rng"])
-        flip_gen.set_state(state["flip_rng"])
-        step = state["step"]
+        try:
+            denoiser.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["opt"])
+            gen.set_state(state["rng"])
+            flip_gen.set_state(state["flip_rng"])
+            step = int(state["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise TiwbenchError(f"the checkpoint {ckpt_path} is incomplete or does not fit this network "
+                                f"({type(e).__name__}); delete it to retrain") from None
     mine = dist.local_slice(cfg.batch_size)
     if (mine.stop - mine.start) % cfg.accum:
         raise TiwbenchError(f"the per-process batch {mine.stop - mine.start} must be divisible by "

@@ -55,8 +55,15 @@ def read_cifar_batch(path: Path, label_key: bytes) -> tuple[Tensor, Tensor]:
             d = _ArrayUnpickler(f, encoding="bytes").load()
         except Exception as e:
             raise TiwbenchError(f"cannot read the CIFAR batch {path}: {e}") from e
-    x = torch.from_numpy(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).copy())
-    return x, torch.tensor(d[label_key], dtype=torch.long)
+    try:
+        data, labels = np.asarray(d[b"data"], dtype=np.uint8), np.asarray(d[label_key], dtype=np.int64)
+    except (TypeError, KeyError, IndexError, ValueError) as e:
+        raise TiwbenchError(f"the CIFAR batch {path} is not a dict with b'data' and {label_key!r} "
+                            f"({type(e).__name__}: {e})") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
+        raise TiwbenchError(f"the CIFAR batch {path} has data of shape {data.shape} and {labels.size} labels; "
+                            f"expected (N, 3072) and N labels")
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
 
 
 def long_tail_counts(num_classes: int, total: int, imbalance: float) -> list[int]:
@@ -93,6 +100,11 @@ class CifarLT(ImageRecipe):
 
     def __init__(self, imbalance: float = 100.0, n_bias: int = 10_000):
         self.imbalance, self.n_bias = float(imbalance), int(n_bias)
+        if not 1 <= self.imbalance < float("inf"):
+            raise ValueError(f"imbalance must be a finite number >= 1 (largest class over smallest), "
+                             f"got {imbalance}")
+        if self.n_bias < self.num_groups:
+            raise ValueError(f"n_bias must be at least {self.num_groups} (one image per class), got {n_bias}")
 
     def signature(self):
         return {**super().signature(), "imbalance": self.imbalance, "n_bias": self.n_bias}

@@ -1,0 +1,125 @@
+"""Defects found by a hostile user (issue 10): each test failed on the code before the fix."""
+
+import json
+
+import pytest
+import torch
+from conftest import FAST
+from typer.testing import CliRunner
+
+from tiwbench.cli import app
+
+runner = CliRunner()
+RUN = ["run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.05"]
+
+
+def dry_run_id(*args):
+    out = runner.invoke(app, [*args, "--dry-run"])
+    assert out.exit_code == 0, out.output
+    return json.loads(out.output)["run_id"]
+
+
+def test_options_an_oracle_run_does_not_use_do_not_split_its_id():
+    assert dry_run_id(*RUN, "--ratio", "oracle") == dry_run_id(*RUN, "--ratio", "oracle", "--ratio-steps", "50")
+    assert dry_run_id(*RUN) != dry_run_id(*RUN, "--ratio-steps", "50")  # a trained ratio does use it
+
+
+def test_equal_dataset_option_values_are_one_run():
+    base = ["run", "--method", "dsm_obs", "--dataset", "cifar10_lt", "--ref", "0.1"]
+    ids = {dry_run_id(*base, "--dataset-option", f"imbalance={v}") for v in ("100", "100.0", "1e2")}
+    assert ids == {dry_run_id(*base)}  # 100 is the default: the same computation as no option
+    assert dry_run_id(*base, "--dataset-option", "imbalance=50") != dry_run_id(*base)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--warmup", "-5"], "--warmup must be >= 0"),
+    (["--alpha", "nan"], "--alpha must be a finite number"),
+    (["--alpha", "inf"], "--alpha must be a finite number"),
+    (["--lr", "-1"], "--lr must be a finite number > 0"),
+    (["--lr", "nan"], "--lr must be a finite number > 0"),
+    (["--accum", "0"], "--accum must be >= 1"),
+    (["--seed", "99999999999999999999999"], "--seed must be an integer in"),
+    (["--device", "meta"], "--device must be cpu, cuda, cuda:N or auto"),
+    (["--num-samples", "1"], "--num-samples must be >= 2"),
+    (["--grad-clip", "-1"], "--grad-clip must be >= 0"),
+    (["--ema-decay", "1"], "--ema-decay must be in [0, 1)"),
+])
+def test_invalid_settings_are_refused_before_any_work(args, message, tmp_path):
+    out = runner.invoke(app, [*RUN, *args, "--results", str(tmp_path)])
+    assert out.exit_code == 2, out.output
+    assert message in out.output and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # nothing was started
+
+
+def test_gmm_hd_dim_option_works_and_is_checked():
+    base = ["run", "--method", "dsm_obs", "--dataset", "gmm_hd", "--ref", "0.1"]
+    assert dry_run_id(*base, "--dataset-option", "dim=8") != dry_run_id(*base)
+    out = runner.invoke(app, [*base, "--dataset-option", "dim=2", "--dry-run"])
+    assert out.exit_code == 2 and "bad option value: dim must be an integer >= 4" in out.output
+
+
+def test_sweep_refuses_a_non_finite_alpha():
+    out = runner.invoke(app, ["sweep", "--dataset", "gmm2d", "--methods", "tiw_dsm", "--refs", "0.05",
+                              "--alphas", "nan", "--dry-run"])
+    assert out.exit_code == 2 and "--alpha must be a finite number" in out.output
+
+
+def record_json(method="dsm_obs", seed=0, bias=0.5):
+    return {"config": {"method": method, "dataset": "gmm2d", "ref": 0.05, "seed": seed, "ratio": "none"},
+            "metrics": {"bias_l2": bias}, "shares": [1, 0, 0, 0], "target_shares": [0.25] * 4,
+            "feature_space": "data", "ratio_source": "none", "ratio_kind": None}
+
+
+@pytest.mark.parametrize("bad", ["", "{", "{}", '{"config": {}, "metrics": {"bias_l2": "x"}}',
+                                 json.dumps({**record_json(), "schema_version": 99})])
+def test_an_unreadable_record_is_skipped_with_a_warning_and_not_finished(tmp_path, bad):
+    from tiwbench.config import resolve_config
+    from tiwbench.sweep import unfinished
+
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "metrics.json").write_text(json.dumps(record_json()))
+    cfg = resolve_config("dsm_obs", "gmm2d", 0.05, seed=1)
+    (tmp_path / cfg.run_id).mkdir()
+    (tmp_path / cfg.run_id / "metrics.json").write_text(bad)
+    out = runner.invoke(app, ["table", "--results", str(tmp_path), "--format", "csv"])
+    assert out.exit_code == 0 and "skipped: cannot use the run record" in out.output
+    assert "gmm2d,dsm_obs,0.05,1,bias_l2,0.5,0,1" in out.output
+    assert unfinished([cfg], tmp_path) == [cfg]  # a sweep computes it again
+
+
+def test_a_copied_run_folder_is_counted_once(tmp_path):
+    for folder in ("run", "run-copy"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "metrics.json").write_text(json.dumps(record_json()))
+    out = runner.invoke(app, ["table", "--results", str(tmp_path), "--format", "csv"])
+    assert out.exit_code == 0 and "a copy of run" in out.output
+    assert "gmm2d,dsm_obs,0.05,1,bias_l2,0.5,0,1" in out.output
+
+
+def test_run_recomputes_over_an_empty_record(tmp_path):
+    args = ["run", "--method", "dsm_obs", "--dataset", "gmm2d", "--ref", "0.05", "--results", str(tmp_path), *FAST]
+    run_id = dry_run_id(*args)
+    (tmp_path / run_id).mkdir(parents=True)
+    (tmp_path / run_id / "metrics.json").write_text("")
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "recomputing" in out.output, out.output
+    assert json.loads((tmp_path / run_id / "metrics.json").read_text())["metrics"]["bias_l2"] > 0
+
+
+def test_a_checkpoint_with_missing_parts_gives_one_line(tmp_path):
+    from dataclasses import asdict
+
+    from tiwbench.checkpoint import save_torch
+    from tiwbench.diffusion import Denoiser
+    from tiwbench.errors import TiwbenchError
+    from tiwbench.methods.dsm_obs import DSMObs
+    from tiwbench.nets.mlp import ConditionalMLP
+    from tiwbench.train import TrainConfig, train_score
+
+    cfg = TrainConfig(steps=5, batch_size=8)
+    ckpt = tmp_path / "checkpoint.pt"
+    save_torch(ckpt, {"config": asdict(cfg), "model": {}})  # the right config, the rest missing
+    den = Denoiser(ConditionalMLP(2, hidden=8, depth=1), 1.0)
+    with pytest.raises(TiwbenchError, match="is incomplete or does not fit this network"):
+        train_score(DSMObs(), den, torch.randn(32, 2), 0.0, None, 1.0, cfg, 0, ckpt)
