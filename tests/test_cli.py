@@ -160,24 +160,19 @@ def test_plot_without_matplotlib_names_the_extra(tmp_path, monkeypatch):
         assert len(out.output.strip().splitlines()) == 1
 
 
-def test_processes_other_than_the_first_print_nothing(tmp_path, monkeypatch):
+def test_processes_other_than_the_first_print_nothing(monkeypatch):
     """Under torchrun only process 0 shows progress and messages (RANK is set by torchrun)."""
-    from tiwbench.console import progress_bar, say
+    from tiwbench.console import console, progress_bar, say
 
     monkeypatch.setenv("RANK", "1")
-    import io
-
-    from tiwbench import console as console_module
-
-    buffer = io.StringIO()
-    monkeypatch.setattr(console_module.console, "file", buffer)
-    say("hello")
-    with progress_bar("bar", 3) as update:
-        update(3)
-    assert buffer.getvalue() == ""
+    with console.capture() as quiet:
+        say("hello")
+        with progress_bar("bar", 3) as update:
+            update(3)
     monkeypatch.setenv("RANK", "0")
-    say("hello")
-    assert "hello" in buffer.getvalue()
+    with console.capture() as loud:
+        say("hello")
+    assert quiet.get() == "" and "hello" in loud.get()
 
 
 def test_table_reads_records_without_loading_torch(tmp_path):
