@@ -249,3 +249,16 @@ def test_bad_cifar_options_are_refused_before_any_work(option):
                               "--dataset-option", option, "--dry-run"])
     assert out.exit_code == 2 and "bad option value" in out.output and "Traceback" not in out.output
     assert len(out.output.strip().splitlines()) == 1
+
+
+def test_caches_of_two_data_roots_are_kept_apart(tmp_path):
+    """A classifier trained on one folder's CIFAR is never reused for another folder's."""
+    class Quick(Cifar10LT):
+        classifier_steps = 2
+
+    for root in ("a", "b"):
+        files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        write_cifar(tmp_path / root, "cifar-10-batches-py", files, b"labels", 10, 2)
+        Quick(n_bias=10).classifier(tmp_path / root, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("classifier-cifar10_lt-*.pt"))) == 2
+    assert DigitsLT().source(tmp_path) == {}  # bundled data: the folder does not matter

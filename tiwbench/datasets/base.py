@@ -13,18 +13,26 @@ from ..ratio import ExactRatio
 
 
 @dataclass
-class BenchmarkData:
-    """D_bias, D_ref (|D_ref| = ref·|D_bias|), an unbiased evaluation set, and the scorers.
-
-    `attribute(x) -> (N,)` gives the sensitive-attribute group of each sample (K groups);
-    `features(x) -> (N, F)` embeds samples for the Fréchet distance named `feature_space`.
-    """
+class Splits:
+    """D_bias, D_ref (|D_ref| = ref·|D_bias|), an unbiased evaluation set with its group labels,
+    and the target share of each of the K groups. Image recipes return these from `splits`."""
 
     x_bias: Tensor
     x_ref: Tensor
     x_eval: Tensor
     eval_labels: Tensor
     target_shares: Tensor
+
+
+@dataclass
+class BenchmarkData(Splits):
+    """The splits and how to score samples: what a run needs from a dataset.
+
+    `attribute(x) -> (N,)` gives the sensitive-attribute group of each sample (K groups);
+    `features(x) -> (N, F)` embeds samples for the Fréchet distance named `feature_space`;
+    analytic datasets add their exact ratio and fresh D_bias draws.
+    """
+
     sigma_data: float
     attribute: Callable[[Tensor], Tensor]
     features: Callable[[Tensor], Tensor]

@@ -9,7 +9,8 @@ from torch import Tensor
 
 from ..errors import TiwbenchError
 from ..streams import generator
-from .images import ImageRecipe, ImageSplits
+from .base import Splits
+from .images import ImageRecipe
 
 EVAL_PER_CLASS = 30
 SPLIT_SEED = 12345  # the evaluation set is the same for every run seed
@@ -46,7 +47,7 @@ class DigitsLT(ImageRecipe):
     def bias_counts(self) -> list[int]:
         return [round(self.n_max * self.imbalance ** (-k / 9)) for k in range(10)]
 
-    def splits(self, ref: float, seed: int, data_root: Path | None, cache_dir=None) -> ImageSplits:
+    def splits(self, ref: float, seed: int, data_root: Path | None, cache_dir=None) -> Splits:
         x, y = load_digits_images()
         eval_idx, rest = eval_split(y)
         counts = self.bias_counts()
@@ -62,7 +63,7 @@ class DigitsLT(ImageRecipe):
                                     f"use --ref <= {most:.2f}")
             bias_idx.append(pool[:counts[k]])
             ref_idx.append(pool[counts[k]:counts[k] + n_ref_per_class])
-        return ImageSplits(x[torch.cat(bias_idx)], x[torch.cat(ref_idx)], x[eval_idx], y[eval_idx],
+        return Splits(x[torch.cat(bias_idx)], x[torch.cat(ref_idx)], x[eval_idx], y[eval_idx],
                            torch.full((10,), 0.1))
 
     def classifier_data(self, data_root, cache_dir=None):

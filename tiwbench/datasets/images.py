@@ -3,7 +3,7 @@ evaluator's, tiwbench/classifier.py) and the networks that suit the image size."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -14,16 +14,7 @@ from ..classifier import AttributeClassifier, batched, train_classifier
 from ..nets.discriminator import ConvDiscriminator
 from ..nets.unet import PRESETS, UNet, unet_config
 from ..streams import digest
-from .base import BenchmarkData, DatasetRecipe
-
-
-@dataclass
-class ImageSplits:
-    x_bias: Tensor
-    x_ref: Tensor
-    x_eval: Tensor
-    eval_labels: Tensor
-    target_shares: Tensor
+from .base import BenchmarkData, DatasetRecipe, Splits
 
 
 class ImageRecipe(DatasetRecipe):
@@ -37,19 +28,25 @@ class ImageRecipe(DatasetRecipe):
     classifier_steps: ClassVar[int] = 1500
 
     def splits(self, ref: float, seed: int, data_root: Path | None,
-               cache_dir: Path | None = None) -> ImageSplits:
+               cache_dir: Path | None = None) -> Splits:
         raise NotImplementedError
 
     def classifier_data(self, data_root: Path | None, cache_dir: Path | None = None) -> tuple[Tensor, Tensor]:
         """Labelled images (disjoint from the evaluation set) to train the attribute classifier."""
         raise NotImplementedError
 
+    reads_files: ClassVar[bool] = False  # whether the data come from --data-root
+
     def signature(self) -> dict:
         """What identifies this recipe's data, for caches."""
         return {"name": self.name, "resolution": self.img_resolution}
 
+    def source(self, data_root: Path | None) -> dict:
+        """Where the data come from, for cache keys: two data roots never share a cached file."""
+        return {"data_root": str(Path(data_root).resolve())} if self.reads_files and data_root else {}
+
     def classifier(self, data_root: Path | None, cache_dir: Path | None) -> AttributeClassifier:
-        key = {**self.signature(), "classifier_steps": self.classifier_steps}
+        key = {**self.signature(), **self.source(data_root), "classifier_steps": self.classifier_steps}
         path = cache_dir / f"classifier-{self.name}-{digest(key)}.pt" if cache_dir else None
         if path is not None and path.exists():
             model = AttributeClassifier(self.img_channels, self.num_groups)
@@ -66,8 +63,7 @@ class ImageRecipe(DatasetRecipe):
         s = self.splits(ref, seed, data_root, cache_dir)
         clf = self.classifier(data_root, cache_dir)
         return BenchmarkData(
-            x_bias=s.x_bias, x_ref=s.x_ref, x_eval=s.x_eval, eval_labels=s.eval_labels,
-            target_shares=s.target_shares, sigma_data=0.5,
+            **{f.name: getattr(s, f.name) for f in fields(Splits)}, sigma_data=0.5,
             attribute=lambda x: batched(clf, x).argmax(1),
             features=lambda x: batched(clf.features, x),
             feature_space=f"{self.name}_clf")

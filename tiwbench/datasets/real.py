@@ -18,7 +18,8 @@ from ..checkpoint import load_torch, save_torch
 from ..console import progress_bar
 from ..errors import TiwbenchError
 from ..streams import digest, generator
-from .images import ImageRecipe, ImageSplits
+from .base import Splits
+from .images import ImageRecipe
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Align&Cropped images)"
@@ -94,6 +95,7 @@ class CifarLT(ImageRecipe):
 
     img_channels, img_resolution = 3, 32
     unet_preset = "ddpmpp32"
+    reads_files = True
     folder, files, label_key = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], b"labels"
     test_file = "test_batch"
     defaults = {"batch_size": 256, "lr": 1e-3, "steps": 100_000, "ratio_steps": 10_000}
@@ -123,7 +125,7 @@ class CifarLT(ImageRecipe):
         bias_idx = take_per_class(y, long_tail_counts(k, self.n_bias, self.imbalance), g, dataset=self.name)
         ref_idx = take_per_class(y, [max(1, round(ref * self.n_bias / k))] * k, g, bias_idx, self.name)
         x_test, y_test = self.read(data_root, train=False)
-        return ImageSplits(x[bias_idx], x[ref_idx], x_test, y_test, torch.full((k,), 1 / k))
+        return Splits(x[bias_idx], x[ref_idx], x_test, y_test, torch.full((k,), 1 / k))
 
     def classifier_data(self, data_root, cache_dir=None):
         return self.read(data_root, train=True)
@@ -177,6 +179,7 @@ class GroupImageRecipe(ImageRecipe):
 
     img_channels, img_resolution = 3, 64
     unet_preset = "ddpmpp64"
+    reads_files = True
     defaults = {"batch_size": 256, "lr": 2e-4, "steps": 100_000, "ratio_steps": 10_000}
     n_eval_per_group = 2_500
 
@@ -186,7 +189,7 @@ class GroupImageRecipe(ImageRecipe):
 
     def images(self, data_root, cache_dir) -> tuple[Tensor, Tensor, Tensor]:
         paths, groups, bias_pool = self.labelled(data_root)
-        key = {**self.signature(), "dataset": self.name, "n": len(paths)}
+        key = {**self.signature(), **self.source(data_root), "dataset": self.name, "n": len(paths)}
         return cached_images(cache_dir, key, paths, self.img_resolution), groups, bias_pool
 
     def bias_indices(self, groups: Tensor, pool: Tensor, ref: float, g: torch.Generator) -> Tensor:
@@ -205,7 +208,7 @@ class GroupImageRecipe(ImageRecipe):
         bias_idx = self.bias_indices(groups, pool, ref, g)
         ref_idx = take_per_class(groups, [max(1, round(ref * len(bias_idx) / k))] * k, g,
                                  torch.cat([bias_idx, eval_idx]), self.name)
-        return ImageSplits(x[bias_idx], x[ref_idx], x[eval_idx], groups[eval_idx], torch.full((k,), 1 / k))
+        return Splits(x[bias_idx], x[ref_idx], x[eval_idx], groups[eval_idx], torch.full((k,), 1 / k))
 
     def classifier_data(self, data_root, cache_dir=None):
         """The images outside the evaluation set's pool (CelebA: the train split)."""

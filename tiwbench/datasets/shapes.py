@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from ..streams import generator
-from .images import ImageRecipe, ImageSplits
+from .base import Splits
+from .images import ImageRecipe
 
 # Subgroup g = square + 2·dark, in CelebA's order (female-other, male-other, female-black, male-black).
 BIAS_SHARES = (0.465, 0.296, 0.115, 0.124)
@@ -50,13 +51,13 @@ class Shapes32(ImageRecipe):
         groups = torch.multinomial(torch.tensor(shares), n, replacement=True, generator=generator)
         return render_shapes(groups, generator, self.img_resolution), groups
 
-    def splits(self, ref: float, seed: int, data_root: Path | None, cache_dir=None) -> ImageSplits:
+    def splits(self, ref: float, seed: int, data_root: Path | None, cache_dir=None) -> Splits:
         g = generator(seed, "data")
         uniform = (0.25,) * 4
         x_bias, _ = self.sample(self.n_bias, BIAS_SHARES, g)
         x_ref, _ = self.sample(max(1, round(ref * self.n_bias)), uniform, g)
         x_eval, labels = self.sample(self.n_eval, uniform, generator(None, "eval"))
-        return ImageSplits(x_bias, x_ref, x_eval, labels, torch.tensor(uniform))
+        return Splits(x_bias, x_ref, x_eval, labels, torch.tensor(uniform))
 
     def classifier_data(self, data_root, cache_dir=None):
         return self.sample(20_000, (0.25,) * 4, generator(None, "classifier_data"))
