@@ -123,3 +123,23 @@ def test_a_checkpoint_with_missing_parts_gives_one_line(tmp_path):
     den = Denoiser(ConditionalMLP(2, hidden=8, depth=1), 1.0)
     with pytest.raises(TiwbenchError, match="is incomplete or does not fit this network"):
         train_score(DSMObs(), den, torch.randn(32, 2), 0.0, None, 1.0, cfg, 0, ckpt)
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_sampling_ends_with_one_line(tmp_path, signum):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "tiwbench", "run", "--method", "dsm_obs", "--dataset", "gmm2d", "--ref", "0.05",
+           "--steps", "30", "--num-samples", "1000000", "--sample-steps", "30", "--results", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("*/checkpoint.pt")) and time.time() < deadline:  # training has ended
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, signum))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.count("error: interrupted") == 1
+    assert list(tmp_path.glob("*/checkpoint.pt")) and not list(tmp_path.glob("*/metrics.json"))
