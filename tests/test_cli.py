@@ -80,8 +80,8 @@ def test_table_formats(tmp_path):
                      "--results", str(tmp_path), *FAST)
         assert out.exit_code == 0, out.output
     csv = invoke("table", "--results", str(tmp_path), "--format", "csv").output.splitlines()
-    assert csv[0] == "dataset,method,ref,alpha,metric,mean,std,n"
-    assert any(line.startswith("gmm2d,dsm_obs,0.05,1,bias_l2,") and line.endswith(",2") for line in csv)
+    assert csv[0] == "dataset,method,ref,alpha,metric,mean,std,n,best,diff_vs,diff_mean,diff_lo,diff_hi,diff_n"
+    assert any(line.startswith("gmm2d,dsm_obs,0.05,1,bias_l2,") and line.split(",")[7] == "2" for line in csv)
     md = invoke("table", "--results", str(tmp_path)).output
     assert "### gmm2d — bias_l2 (lower is better)" in md and "| method | ref 0.05 |" in md
     assert "**" in md and "(2)" in md

@@ -167,3 +167,12 @@ def test_sweep_plans_the_same_run_ids_as_run():
     one = runner.invoke(app, ["run", "--method", "tiw_dsm", "--dataset", "gmm_hd", "--ref", "0.1", "--seed", "2",
                               *flags, "--dry-run"])
     assert out.output.strip() == json.loads(one.output)["run_id"]
+
+
+@pytest.mark.parametrize("defaults, message", [({"steps": 0}, "--steps must be >= 1"),
+                                               ({"stepz": 10}, "unknown run options: stepz")])
+def test_a_recipe_with_bad_defaults_is_refused_when_defined(defaults, message):
+    from tiwbench.datasets.gmm import GMM2D
+
+    with pytest.raises(TiwbenchError, match=message):
+        type("BadRecipe", (GMM2D,), {"name": "bad_recipe", "defaults": defaults})

@@ -143,6 +143,7 @@ def sweep(
 def table(
     dataset: str | None = typer.Option(None, help="Only this dataset."),
     format: str = typer.Option("md", "--format", help="md | latex (wide, per metric) or csv (long)."),
+    baseline: str = typer.Option("dsm_obs", help="Method the paired differences are taken to."),
     ratio_error: bool = typer.Option(False, "--ratio-error",
                                      help="Instead: the learned ratio's error by σ (md or csv)."),
     results: Path = ResultsOpt,
@@ -158,7 +159,7 @@ def table(
         df = ratio_error_table(records, dataset)
         text = ratio_error_markdown(df) if format == "md" else df.to_csv(index=False, float_format="%.6g")
     else:
-        text = render(long_table(records, dataset), format)
+        text = render(long_table(records, dataset, baseline), format)
     typer.echo(text, nl=False)
 
 
@@ -185,6 +186,7 @@ def report(
     dataset: str = typer.Option(..., help="Dataset to report on."),
     results: Path = ResultsOpt,
     out: Path | None = typer.Option(None, help="Output folder [results/<dataset>]."),
+    baseline: str = typer.Option("dsm_obs", help="Method the paired differences are taken to."),
     records: bool = typer.Option(True, "--records/--no-records",
                                  help="Also copy the run records behind the tables to OUT/runs [on]."),
 ):
@@ -192,7 +194,8 @@ def report(
     records behind them (OUT/runs, which `--results` reads to rebuild the tables)."""
     from .report import write_report
 
-    for path in write_report(results, dataset, out or default_out(dataset), records_out=records):
+    for path in write_report(results, dataset, out or default_out(dataset), records_out=records,
+                             baseline=baseline):
         typer.echo(str(path))
 
 

@@ -165,6 +165,17 @@ def validate(values: dict) -> None:
             raise TiwbenchError(f"{flag(name)} {problem}, got {value!r}")
 
 
+def check_defaults(owner: str, defaults: dict) -> None:
+    """A dataset recipe's `defaults`: known run options with valid values."""
+    unknown = set(defaults) - set(FIELDS)
+    if unknown:
+        raise TiwbenchError(f"{owner}.defaults names unknown run options: {', '.join(sorted(unknown))}")
+    try:
+        validate(dict(defaults))
+    except TiwbenchError as e:
+        raise TiwbenchError(f"{owner}.defaults: {e}") from None
+
+
 def parse_dataset_options(items: list[str] | None) -> tuple[tuple[str, str], ...]:
     """['imbalance=50'] -> (('imbalance', '50'),), sorted so that order does not split a run;
     numbers are written canonically (100, 100.0 and 1e2 are one run)."""
@@ -207,7 +218,7 @@ def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfi
     method_cls = registry.load("method", method)
     recipe_cls = registry.load("dataset", dataset)
     given = {k: v for k, v in options.items() if v is not None}
-    unknown = set(given) - set(FIELDS) | set(recipe_cls.defaults) - set(FIELDS)
+    unknown = set(given) - set(FIELDS)
     if unknown:
         raise TiwbenchError(f"unknown run options: {', '.join(sorted(unknown))}")
     values = {**recipe_cls.defaults, **given, "ref": ref}

@@ -14,6 +14,9 @@ from .checkpoint import write_text
 from .errors import TiwbenchError
 from .record import RECORD_NAME, Record, load_records
 from .results import (
+    BASELINE,
+    CELLS_NOTE,
+    delta_heading,
     long_table,
     metric_heading,
     of_dataset,
@@ -32,12 +35,15 @@ th:first-child,td:first-child{text-align:left}img{max-width:100%;border:1px soli
 code,pre{background:#f5f5f5;padding:.2em .4em}pre{white-space:pre-wrap}"""
 
 
-def _table_html(cells: pd.DataFrame, best: pd.DataFrame) -> str:
+def _table_html(cells: pd.DataFrame, best: pd.DataFrame | None = None) -> str:
     head = "".join(f"<th>ref {c:g}</th>" for c in cells.columns)
-    body = "".join(
-        "<tr><td>" + html.escape(str(row)) + "</td>" + "".join(
-            f"<td>{'<b>' if best.loc[row, c] else ''}{html.escape(v)}{'</b>' if best.loc[row, c] else ''}</td>"
-            for c, v in cells.loc[row].items()) + "</tr>" for row in cells.index)
+
+    def cell(row, c, v):
+        bold = best is not None and best.loc[row, c]
+        return f"<td>{'<b>' if bold else ''}{html.escape(v)}{'</b>' if bold else ''}</td>"
+
+    body = "".join("<tr><td>" + html.escape(str(row)) + "</td>"
+                   + "".join(cell(row, c, v) for c, v in cells.loc[row].items()) + "</tr>" for row in cells.index)
     return f"<table><tr><th>method</th>{head}</tr>{body}</table>"
 
 
@@ -58,9 +64,11 @@ def render_report(records: list[Record], long: pd.DataFrame, ratio: pd.DataFrame
     parts = [f"<h1>tiwbench — {html.escape(dataset)}</h1>",
              f"<p>{len(runs)} finished runs. Reproduce the runs, then this page:</p>",
              f"<pre>{html.escape(chr(10).join(commands))}</pre>",
-             "<p>Cells: mean ± std over seeds (n); best per column in bold.</p>"]
-    for _, metric, cells, best in wide_tables(long[long.dataset == dataset]):
+             f"<p>{html.escape(CELLS_NOTE)}</p>"]
+    for _, metric, cells, best, delta in wide_tables(long[long.dataset == dataset]):
         parts += [f"<h2>{html.escape(metric_heading(metric))}</h2>", _table_html(cells, best)]
+        if delta is not None:
+            parts += [f"<p>{html.escape(delta_heading(long, dataset, metric))}</p>", _table_html(delta)]
     if ratio is not None:
         parts.append("<h2>Density-ratio error by σ</h2>"
                      "<p>RMSE of log r against the exact ratio, mean over seeds.</p>")
@@ -106,13 +114,14 @@ def write_records(records: list[Record], dataset: str, out: Path) -> Path:
     return folder
 
 
-def write_report(results: Path, dataset: str, out: Path, records_out: bool = True) -> list[Path]:
+def write_report(results: Path, dataset: str, out: Path, records_out: bool = True,
+                 baseline: str = BASELINE) -> list[Path]:
     """Everything a dataset's results folder holds: table.md, table.csv, figures, report.html and
     (with `records_out`) the run records behind them under OUT/runs."""
     from .plot import all_figures
 
     records = load_records(results)
-    long = long_table(records, dataset)
+    long = long_table(records, dataset, baseline)
     out.mkdir(parents=True, exist_ok=True)
     folder = "" if results == DEFAULT_RESULTS else f" --results {results}"
     sweeps = [c + folder for c in reproduce_commands(records, dataset)]
@@ -120,7 +129,7 @@ def write_report(results: Path, dataset: str, out: Path, records_out: bool = Tru
                                                                else f" --out {out}")
     listed = "\n".join(f"    {c}" for c in sweeps)
     md = (f"# {dataset}\n\nMade by `{report}` from the runs of\n\n"
-          f"{listed}\n\n(mean ± std over seeds, n in parentheses).\n\n"
+          f"{listed}\n\n{CELLS_NOTE}\n\n"
           f"{feature_space_note(records, dataset)}\n\n" + render(long, "md"))
     try:
         ratio = ratio_error_table(records, dataset)

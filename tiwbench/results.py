@@ -11,8 +11,16 @@ import pandas as pd
 from .config import FIELDS, RATIO_FIELDS, RunConfig, cli_flags, format_value
 from .errors import TiwbenchError
 from .record import Record
+from .stats import best_and_ties, paired_to_baseline, row_label
 
 LONG_COLUMNS = ["dataset", "method", "ref", "alpha", "metric", "mean", "std", "n"]
+# Added columns: `best` (bold: lowest mean or tied with it), the paired difference to a baseline.
+PAIRED_COLUMNS = ["best", "diff_vs", "diff_mean", "diff_lo", "diff_hi", "diff_n"]
+BASELINE = "dsm_obs"
+CELLS_NOTE = ("Cells: mean ± std over seeds (n). Bold: the lowest mean of its column and every row "
+              "statistically tied with it (the 95% Student-t interval of the per-seed difference reaches 0; "
+              "rows sharing fewer than two seeds with it are not tested). Under each table, each row's "
+              "difference to the baseline, paired by seed.")
 NOT_RANKED = {"attr_acc"}  # a property of the dataset's classifier, not of the method
 METRIC_ORDER = ["bias_l2", "bias_l1", "bias_kl", "fd_", "ratio_err", "w_collapse", "attr_acc"]
 # Config fields with a column (or label mark) of their own; the others make a run's setting.
@@ -59,9 +67,10 @@ def of_dataset(records: list[Record], dataset: str | None) -> list[Record]:
     return [r for r in records if dataset is None or r.config.dataset == dataset]
 
 
-def long_table(records: list[dict], dataset: str | None = None) -> pd.DataFrame:
+def long_table(records: list[Record], dataset: str | None = None, baseline: str = BASELINE) -> pd.DataFrame:
     """One row per dataset, method (with its setting where settings differ, see row_labels), ref,
-    alpha and metric: mean, std (ddof 1) and n over seeds."""
+    alpha and metric: mean, std (ddof 1) and n over seeds; `best` (the lowest mean of its column
+    or statistically tied with it) and the paired difference to `baseline` (stats.py)."""
     records = of_dataset(records, dataset)
     rows = [{"dataset": r.config.dataset, "method": label, "ref": r.config.ref,
              "alpha": r.config.alpha, "seed": r.config.seed, "metric": k, "value": v}
@@ -73,7 +82,12 @@ def long_table(records: list[dict], dataset: str | None = None) -> pd.DataFrame:
     agg = (df.groupby(LONG_COLUMNS[:5], sort=True)["value"]
            .agg(mean="mean", std="std", n="count").reset_index())
     agg["std"] = agg["std"].fillna(0.0)
-    return agg[LONG_COLUMNS]
+    ranked = df[~df.metric.isin(NOT_RANKED)]
+    best = best_and_ties(ranked) if len(ranked) else {}
+    agg["best"] = [bool(best.get((d, m, r, row_label(meth, a)), False))
+                   for d, meth, r, a, m in zip(agg.dataset, agg.method, agg.ref, agg.alpha, agg.metric)]
+    agg = agg.merge(paired_to_baseline(ranked, baseline), on=LONG_COLUMNS[:5], how="left")
+    return agg[LONG_COLUMNS + PAIRED_COLUMNS]
 
 
 def metric_sort_key(metric: str) -> int:
@@ -84,21 +98,34 @@ def _cell(mean: float, std: float, n: int) -> str:
     return f"{mean:.4g} ± {std:.2g} ({n})" if n > 1 else f"{mean:.4g} (1)"
 
 
-def wide_tables(long: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, pd.DataFrame]]:
-    """(dataset, metric, cells, best-mask) per metric: methods as rows, reference sizes as columns."""
-    long = long.assign(row=[m if a == 1 else f"{m} (α={a:g})" for m, a in zip(long.method, long.alpha)])
+def _delta(mean: float, low: float, high: float, n: int) -> str:
+    return f"{mean:+.3g} [{low:+.3g}, {high:+.3g}] ({n})" if n > 1 else f"{mean:+.3g} (1)"
+
+
+def wide_tables(long: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]]:
+    """(dataset, metric, cells, bold mask, paired-difference cells or None) per metric: methods as
+    rows, reference sizes as columns. Bold is the lowest mean and every row tied with it."""
+    long = long.assign(row=[row_label(m, a) for m, a in zip(long.method, long.alpha)])
     out = []
     for (dataset, metric), g in long.groupby(["dataset", "metric"], sort=False):
         g = g.set_index(["row", "ref"])
-        mean = g["mean"].unstack()
         cells = g.apply(lambda r: _cell(r["mean"], r["std"], int(r["n"])), axis=1).unstack().fillna("–")
-        if metric in NOT_RANKED:
-            best = cells.map(lambda _: False)
-        else:
-            best = mean.eq(mean.min(), axis="columns")  # every ranked metric is lower-is-better
+        best = g["best"].astype(bool).unstack().reindex_like(cells).fillna(False).astype(bool)
         rows = sorted(cells.index, key=natural_key)
-        out.append((dataset, metric, cells.loc[rows], best.loc[rows]))
+        paired = g.dropna(subset=["diff_mean"])
+        delta = None
+        if len(paired):
+            delta = paired.apply(lambda r: _delta(r.diff_mean, r.diff_lo, r.diff_hi, int(r.diff_n)), axis=1)
+            delta = delta.unstack().reindex(columns=cells.columns).astype(object).fillna("–")
+            delta = delta.loc[sorted(delta.index, key=natural_key)]
+        out.append((dataset, metric, cells.loc[rows], best.loc[rows], delta))
     return sorted(out, key=lambda t: (t[0], metric_sort_key(t[1]), t[1]))
+
+
+def delta_heading(long: pd.DataFrame, dataset: str, metric: str) -> str:
+    bases = sorted(set(long[(long.dataset == dataset) & (long.metric == metric)].diff_vs.dropna()))
+    return (f"difference to {', '.join(bases)}, paired by seed: mean [95% t-interval] (seeds); "
+            f"an interval that excludes 0 is a significant difference")
 
 
 def natural_key(label: str) -> list:
@@ -118,15 +145,21 @@ def _title(dataset: str, metric: str) -> str:
     return f"{dataset} — {metric_heading(metric)}"
 
 
+def _md_table(cells: pd.DataFrame, best: pd.DataFrame | None = None) -> list[str]:
+    header = ["method"] + [f"ref {c:g}" for c in cells.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in cells.index:
+        vals = [f"**{v}**" if best is not None and best.loc[row, c] else v for c, v in cells.loc[row].items()]
+        lines.append(f"| {row} | " + " | ".join(vals) + " |")
+    return lines
+
+
 def to_markdown(long: pd.DataFrame) -> str:
     parts = []
-    for dataset, metric, cells, best in wide_tables(long):
-        header = ["method"] + [f"ref {c:g}" for c in cells.columns]
-        lines = [f"### {_title(dataset, metric)}", "", "| " + " | ".join(header) + " |",
-                 "|" + "---|" * len(header)]
-        for row in cells.index:
-            vals = [f"**{v}**" if best.loc[row, c] else v for c, v in cells.loc[row].items()]
-            lines.append(f"| {row} | " + " | ".join(vals) + " |")
+    for dataset, metric, cells, best, delta in wide_tables(long):
+        lines = [f"### {_title(dataset, metric)}", "", *_md_table(cells, best)]
+        if delta is not None:
+            lines += ["", f"{delta_heading(long, dataset, metric)}:", "", *_md_table(delta)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -138,7 +171,7 @@ def _tex(s: str) -> str:
 
 def to_latex(long: pd.DataFrame) -> str:
     parts = []
-    for dataset, metric, cells, best in wide_tables(long):
+    for dataset, metric, cells, best, _ in wide_tables(long):
         cols = list(cells.columns)
         lines = [f"% {_title(dataset, metric)}", "\\begin{tabular}{l" + "c" * len(cols) + "}",
                  "\\hline", "method & " + " & ".join(f"ref {c:g}" for c in cols) + " \\\\", "\\hline"]

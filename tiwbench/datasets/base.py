@@ -59,6 +59,14 @@ class DatasetRecipe:
     defaults: ClassVar[dict] = {}
     nets: ClassVar[tuple[str, ...]] = ()  # the score-network presets `--net` accepts
 
+    def __init_subclass__(cls, **kwargs):
+        """`defaults` are RunConfig values: checked when the class is defined, so a plugin with a
+        bad default shows as broken in `tiwbench list` instead of failing a run later."""
+        super().__init_subclass__(**kwargs)
+        from ..config import check_defaults
+
+        check_defaults(cls.__name__, cls.defaults)
+
     def build(self, ref: float, seed: int, data_root: Path | None = None,
               cache_dir: Path | None = None) -> BenchmarkData:
         """The splits for this reference size and seed; `cache_dir` may hold derived files
