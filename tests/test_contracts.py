@@ -121,7 +121,7 @@ def test_dataset_data_contract(name, tmp_path):
 
 def example_value(f):
     """A valid value of every CLI field that differs from its default."""
-    special = {"ratio": "trained", "precision": "bf16", "net": "mlp", "dataset_options": (),
+    special = {"ratio": "trained", "precision": "bf16", "net": "mlp", "dataset_options": (("dim", "8"),),
                "ema_decay": 0.99, "ratio_batch_size": 64, "sample_steps": 12}
     if f.name in special:
         return special[f.name]
@@ -136,10 +136,10 @@ def test_every_run_option_round_trips_through_the_command_line(ratio):
     values = {f.name: example_value(f) for f in CLI_FIELDS}
     if ratio == "oracle":
         values |= {"ratio": "oracle", "ratio_steps": 6000, "ratio_batch_size": 512, "ratio_lr": 1e-3}
-    cfg = RunConfig(method="tiw_dsm", dataset="gmm2d", ref=0.25, seed=3, alpha=0.5, **values)
+    cfg = RunConfig(method="tiw_dsm", dataset="gmm_hd", ref=0.25, seed=3, alpha=0.5, **values)
     flags = cli_flags({f.name: getattr(cfg, f.name) for f in CLI_FIELDS}, {})
-    assert len(flags) >= len(CLI_FIELDS) - 4  # every field that differs from its default
-    args = ["run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.25", "--seed", "3",
+    assert len(flags) >= len(CLI_FIELDS) - 3  # every field that differs from its default
+    args = ["run", "--method", "tiw_dsm", "--dataset", "gmm_hd", "--ref", "0.25", "--seed", "3",
             "--alpha", "0.5", *" ".join(flags).split(), "--dry-run"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output

@@ -157,10 +157,14 @@ def flag(name: str) -> str:
 def validate(values: dict) -> None:
     """Raise one TiwbenchError naming the option for the first value that fails its check."""
     for name, value in values.items():
-        f = FIELDS[name]
-        problem = f.metadata["check"](value) if f.metadata["check"] else None
-        if problem is None and f.metadata["check"] is None and field_type(f) is not tuple:
-            problem = None if isinstance(value, field_type(f)) else f"must be a {field_type(f).__name__}"
+        f, check = FIELDS[name], FIELDS[name].metadata["check"]
+        kind = field_type(f)
+        if check is not None:
+            problem = check(value)
+        elif kind is not tuple and not isinstance(value, kind):
+            problem = f"must be a {kind.__name__}"
+        else:
+            problem = None
         if problem:
             raise TiwbenchError(f"{flag(name)} {problem}, got {value!r}")
 

@@ -3,7 +3,6 @@ sampling, metrics, Record (docs/design.md §1). Interrupted runs resume; finishe
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from . import __version__, dist, evaluate, registry
 from .checkpoint import write_json, write_text
 from .config import RunConfig
-from .console import progress_bar, say
+from .console import is_main_process, progress_bar, say
 from .datasets.base import BenchmarkData
 from .diffusion import Denoiser
 from .errors import TiwbenchError
@@ -83,7 +82,7 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
     if (record := existing_record(cfg, results)) is not None:
         say(f"already finished: {record.folder}")
         return record
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: process 0 holds the lock
+    if not is_main_process():  # torchrun: process 0 holds the lock
         return _execute(cfg, results, device, data_root, compile)
     folder = results / cfg.run_id
     check_writable(folder)

@@ -32,11 +32,18 @@ def stream_seed(seed: int, name: str) -> int:
     return seed + STREAMS[name]
 
 
-def generator(seed: int | None, name: str):
-    """A CPU torch.Generator for stream `name` of a run's seed, or for a FIXED stream (seed None)."""
+def generator(seed: int, name: str):
+    """A CPU torch.Generator for stream `name` of a run with seed `seed`."""
     import torch
 
-    return torch.Generator().manual_seed(FIXED[name] if seed is None else stream_seed(seed, name))
+    return torch.Generator().manual_seed(stream_seed(seed, name))
+
+
+def fixed_generator(name: str):
+    """A CPU torch.Generator for a FIXED stream, the same for every run."""
+    import torch
+
+    return torch.Generator().manual_seed(FIXED[name])
 
 
 def digest(obj) -> str:

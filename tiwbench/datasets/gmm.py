@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..nets.mlp import ConditionalMLP
 from ..ratio import ExactRatio
-from ..streams import generator
+from ..streams import fixed_generator, generator
 from .base import BenchmarkData, DatasetRecipe
 
 
@@ -79,7 +79,7 @@ class MixtureRecipe(DatasetRecipe):
         x_bias, _ = self.mixture.sample(self.n_bias, self.w_bias, g)
         x_ref, _ = self.mixture.sample(max(1, round(ref * self.n_bias)), self.w_data, g)
         x_eval, eval_labels = self.mixture.sample(self.n_eval, self.w_data,
-                                                  generator(None, "eval"))
+                                                  fixed_generator("eval"))
         mix = self.mixture
 
         def exact_ratio(time_dependent: bool) -> ExactRatio:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..streams import generator
+from ..streams import fixed_generator, generator
 from .base import Splits
 from .images import ImageRecipe
 
@@ -56,8 +56,8 @@ class Shapes32(ImageRecipe):
         uniform = (0.25,) * 4
         x_bias, _ = self.sample(self.n_bias, BIAS_SHARES, g)
         x_ref, _ = self.sample(max(1, round(ref * self.n_bias)), uniform, g)
-        x_eval, labels = self.sample(self.n_eval, uniform, generator(None, "eval"))
+        x_eval, labels = self.sample(self.n_eval, uniform, fixed_generator("eval"))
         return Splits(x_bias, x_ref, x_eval, labels, torch.tensor(uniform))
 
     def classifier_data(self, data_root, cache_dir=None):
-        return self.sample(20_000, (0.25,) * 4, generator(None, "classifier_data"))
+        return self.sample(20_000, (0.25,) * 4, fixed_generator("classifier_data"))
