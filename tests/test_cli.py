@@ -19,7 +19,7 @@ def invoke(*args):
 def test_list_shows_methods_and_datasets_with_descriptions():
     out = invoke("list")
     assert out.exit_code == 0
-    for name in ("dsm_obs", "dsm_ref", "iw_dsm", "tiw_dsm", "tiw_nocorr", "gmm2d", "gmm_hd"):
+    for name in ("dsm_obs", "dsm_ref", "iw_dsm", "tiw_dsm", "tiw_nocorr", "tiw_corr", "gmm2d", "gmm_hd"):
         assert name in out.output
     assert "score correction" in out.output
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tiwbench import registry
 from tiwbench.cli import app
-from tiwbench.config import CLI_FIELDS, FIELDS, RunConfig, cli_flags, field_type, validate
+from tiwbench.config import CLI_FIELDS, FIELDS, RATIO_FIELDS, RunConfig, cli_flags, field_type, neutral, validate
 from tiwbench.datasets.images import ImageRecipe
 from tiwbench.diffusion import Batch, Denoiser
 from tiwbench.errors import TiwbenchError
@@ -122,7 +122,8 @@ def test_dataset_data_contract(name, tmp_path):
 def example_value(f):
     """A valid value of every CLI field that differs from its default."""
     special = {"ratio": "trained", "precision": "bf16", "net": "mlp", "dataset_options": (("dim", "8"),),
-               "ema_decay": 0.99, "ratio_batch_size": 64, "sample_steps": 12}
+               "ema_decay": 0.99, "ratio_batch_size": 64, "sample_steps": 12, "ratio_select": "global",
+               "ratio_holdout": 0.3}
     if f.name in special:
         return special[f.name]
     kind = field_type(f)
@@ -134,11 +135,12 @@ def test_every_run_option_round_trips_through_the_command_line(ratio):
     """config -> command-line flags -> `run --dry-run` -> the same config, for every field (an
     oracle run does not use the ratio-training fields: they stay at their defaults)."""
     values = {f.name: example_value(f) for f in CLI_FIELDS}
-    if ratio == "oracle":
-        values |= {"ratio": "oracle", "ratio_steps": 6000, "ratio_batch_size": 512, "ratio_lr": 1e-3}
+    if ratio == "oracle":  # unused ratio-training fields are reset to their neutral values
+        values |= {"ratio": "oracle"} | {name: neutral(FIELDS[name]) for name in RATIO_FIELDS}
     cfg = RunConfig(method="tiw_dsm", dataset="gmm_hd", ref=0.25, seed=3, alpha=0.5, **values)
     flags = cli_flags({f.name: getattr(cfg, f.name) for f in CLI_FIELDS}, {})
-    assert len(flags) >= len(CLI_FIELDS) - 3  # every field that differs from its default
+    unused = len(RATIO_FIELDS) if ratio == "oracle" else 1  # else: --ratio trained is the default
+    assert len(flags) >= len(CLI_FIELDS) - unused  # every field that differs from its default
     args = ["run", "--method", "tiw_dsm", "--dataset", "gmm_hd", "--ref", "0.25", "--seed", "3",
             "--alpha", "0.5", *" ".join(flags).split(), "--dry-run"]
     out = CliRunner().invoke(app, args)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tiwbench.diffusion import Batch, Precond
+from tiwbench.methods.tiw_corr import TIWCorr
 from tiwbench.methods.tiw_dsm import TIWDSM
 from tiwbench.methods.tiw_nocorr import TIWNoCorr
 from tiwbench.ratio import TrainingRatio
@@ -50,6 +51,7 @@ def test_tiw_dsm_minimiser_is_the_data_score(gmm2d, gmm2d_data, sigma):
     ratio = gmm2d_data.exact_ratio(True)
 
     d_star = loss_minimiser(TIWDSM(), ratio, x, sigma, x0_post, pi)
+    d_corr = loss_minimiser(TIWCorr(), ratio, x, sigma, x0_post, pi)  # unit weights, same minimiser
     s = torch.full((16,), sigma, dtype=torch.float64)
     xg = x.clone().requires_grad_(True)
     (score_data,) = torch.autograd.grad(mix.log_prob(xg, gmm2d.w_data.double(), s).sum(), xg)
@@ -58,6 +60,7 @@ def test_tiw_dsm_minimiser_is_the_data_score(gmm2d, gmm2d_data, sigma):
     d_train = x + sigma**2 * score_train
     tol = 0.03 + 0.02 * sigma  # Monte-Carlo error of the posterior mean
     assert (d_star - d_data).abs().max() < tol
+    assert (d_corr - d_data).abs().max() < tol
     # the ablation without correction learns the biased (training) score instead
     d_nocorr = loss_minimiser(TIWNoCorr(), ratio, x, sigma, x0_post, pi)
     assert (d_nocorr - d_train).abs().max() < tol

@@ -43,7 +43,8 @@ def plugin_path(tmp_path, monkeypatch):
 
 
 def test_builtins_are_registered_through_entry_points():
-    assert {"dsm_obs", "dsm_ref", "iw_dsm", "tiw_dsm", "tiw_nocorr"} <= set(registry.available("method"))
+    builtins = {"dsm_obs", "dsm_ref", "iw_dsm", "tiw_dsm", "tiw_nocorr", "tiw_corr"}
+    assert builtins <= set(registry.available("method"))
     assert {"gmm2d", "gmm_hd"} <= set(registry.available("dataset"))
 
 

@@ -1,15 +1,18 @@
 """Aggregation of run records into tables and the commands that reproduce them (no training)."""
 
-from dataclasses import replace
+from dataclasses import MISSING, fields, replace
 
+from tiwbench.config import RATIO_FIELDS, RunConfig
 from tiwbench.record import Record
 from tiwbench.results import long_table, render, reproduce_commands
 
 
 def record(method, ref=0.05, seed=0, alpha=1.0, bias=0.1, ratio_error=(), **config):
     ratio = config.get("ratio", "none" if method in ("dsm_obs", "dsm_ref") else "trained")
+    current = {f.name: f.default for f in fields(RunConfig) if f.name in RATIO_FIELDS and ratio == "trained"
+               and f.default is not MISSING}  # a record of today's code, not a legacy one
     cfg = {"method": method, "dataset": "gmm2d", "ref": ref, "seed": seed, "alpha": alpha, "ratio": ratio,
-           "steps": 200, "ratio_steps": 200 if ratio == "trained" else 6000, **config}
+           "steps": 200, **current, "ratio_steps": 200 if ratio == "trained" else 6000, **config}
     return Record.from_dict({"config": cfg, "metrics": {"bias_l2": bias}, "ratio_source": ratio,
                              "ratio_kind": None if ratio == "none" else "time_dependent",
                              "shares": [0.25] * 4, "target_shares": [0.25] * 4, "feature_space": "data",
@@ -79,3 +82,18 @@ def test_oracle_runs_get_their_own_command():
         "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --steps 200 --ratio-steps 200",
         "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --ratio oracle --steps 200"]
     assert set(long_table(records).method) == {"tiw_dsm", "tiw_dsm+oracle"}
+
+
+def test_records_of_older_runs_read_as_what_they_ran():
+    """A record written before the held-out discriminator existed lacks its fields: it reads as
+    the old behaviour, and its reproducing command says so."""
+    old = Record.from_dict({"config": {"method": "tiw_dsm", "dataset": "gmm2d", "ref": 0.05, "seed": 0,
+                                       "ratio": "trained", "steps": 200, "ratio_steps": 200},
+                            "metrics": {"bias_l2": 0.1}, "ratio_source": "trained", "ratio_kind": "time_dependent",
+                            "shares": [0.25] * 4, "target_shares": [0.25] * 4, "feature_space": "data"})
+    cfg = old.config
+    assert (cfg.ratio_holdout, cfg.ratio_weight_decay, cfg.ratio_limit) == (0.0, 0.0, False)
+    assert cfg.run_id != record("tiw_dsm").config.run_id  # the new default never reuses an old run
+    assert reproduce_commands([old], "gmm2d") == [
+        "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --steps 200 --ratio-steps 200 "
+        "--ratio-weight-decay 0 --ratio-holdout 0 --no-ratio-limit"]

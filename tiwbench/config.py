@@ -20,12 +20,15 @@ MAX_SEED = 2**63 - 100  # torch seeds are 64-bit; named streams add small offset
 
 
 def option(default: Any, help: str, check=None, cli: bool = True, dataset_default: bool = True,
-           ratio_training: bool = False) -> Any:
+           ratio_training: bool = False, legacy: Any = MISSING) -> Any:
     """A RunConfig field. `check(value)` returns an error text or None; `cli` fields are options
     of `run` and `sweep`; `dataset_default` fields take the recipe's value when not given;
-    `ratio_training` fields matter only where a ratio model is trained (and key its cache)."""
+    `ratio_training` fields matter only where a ratio model is trained (and key its cache).
+    `legacy`: for a field added with a default that changes what runs compute, the behaviour
+    before it existed: records without the field read as that, and a run that differs from it
+    gets a new id (so an old run is never taken for a new one)."""
     meta = {"help": help, "check": check, "cli": cli, "dataset_default": dataset_default,
-            "ratio_training": ratio_training}
+            "ratio_training": ratio_training, "legacy": legacy}
     return field(default=default, metadata=meta) if default is not MISSING else field(metadata=meta)
 
 
@@ -69,7 +72,22 @@ class RunConfig:
     ratio_steps: int = option(6000, "Discriminator training steps.", check=at_least(1), ratio_training=True)
     ratio_batch_size: int = option(512, "Discriminator batch size (half D_bias, half D_ref).", check=at_least(2),
                                    ratio_training=True)
-    ratio_lr: float = option(1e-3, "Discriminator Adam learning rate.", check=positive, ratio_training=True)
+    ratio_lr: float = option(1e-3, "Discriminator AdamW learning rate.", check=positive, ratio_training=True)
+    ratio_weight_decay: float = option(1e-2, "Discriminator AdamW weight decay.", check=at_least(0),
+                                       ratio_training=True, legacy=0.0)
+    ratio_holdout: float = option(0.2, "Share of D_ref and D_bias held out to select the discriminator "
+                                  "(0 = train all steps, keep the last).",
+                                  check=lambda v: None if _finite(v) and 0 <= v <= 0.5 else "must be in [0, 0.5]",
+                                  ratio_training=True, legacy=0.0)
+    ratio_patience: int = option(1500, "Stop the discriminator after this many steps without a held-out "
+                                 "improvement.", check=at_least(1), ratio_training=True)
+    ratio_select: str = option("band", "Discriminator state kept: band (best held-out BCE per σ band) | "
+                               "global (best mean) | last.", check=one_of("band", "global", "last"),
+                               ratio_training=True)
+    ratio_limit: bool = option(True, "Build the exact large-σ limit into the discriminator (a linear term "
+                               "from the two sets' means).", ratio_training=True, legacy=False)
+    ratio_sigma_floor: float = option(0.0, "Below this σ (in units of σ_data) the discriminator's network sees "
+                                      "this σ (0 = off).", check=at_least(0), ratio_training=True)
     sample_steps: int = option(18, "Heun sampler steps.", check=at_least(2))
     num_samples: int = option(10_000, "Samples generated for the metrics.", check=at_least(2))
     net: str = option("", "Score-network preset (images: tiny, ddpmpp32, ddpmpp64) [dataset default].")
@@ -88,7 +106,7 @@ class RunConfig:
         """Digest of the fields that differ from their defaults (the first three always count),
         so that a field added later with a default keeps existing runs' names."""
         identity = {f.name: getattr(self, f.name) for f in fields(self)
-                    if f.default is MISSING or getattr(self, f.name) != f.default}
+                    if f.default is MISSING or getattr(self, f.name) != neutral(f)}
         return f"{self.dataset}-{self.method}-ref{self.ref:g}-a{self.alpha:g}-s{self.seed}-{digest(identity)}"
 
     def to_dict(self) -> dict:
@@ -103,7 +121,8 @@ class RunConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise TiwbenchError(f"unknown config fields {', '.join(sorted(unknown))} (a newer tiwbench?)")
-        values = dict(d)
+        values = {**{f.name: f.metadata["legacy"] for f in fields(cls)
+                     if f.metadata["legacy"] is not MISSING and f.name not in d}, **d}
         if "dataset_options" in values:
             try:
                 values["dataset_options"] = tuple((str(k), str(v)) for k, v in values["dataset_options"])
@@ -134,6 +153,11 @@ class RunConfig:
 FIELDS = {f.name: f for f in fields(RunConfig)}
 CLI_FIELDS = [f for f in fields(RunConfig) if f.metadata["cli"]]
 RATIO_FIELDS = tuple(f.name for f in fields(RunConfig) if f.metadata["ratio_training"])
+
+
+def neutral(f) -> Any:
+    """The value that leaves a field out of the run id: its legacy value if it has one."""
+    return f.default if f.metadata["legacy"] is MISSING else f.metadata["legacy"]
 
 
 def field_type(f) -> type:
@@ -216,7 +240,7 @@ def drop_default_options(recipe_cls: type, options: tuple[tuple[str, str], ...])
 def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfig:
     """Validate the user's choices (before any work starts) and fill unset options from the
     dataset's defaults, then the field defaults. Options a run does not use are reset to their
-    defaults, so that they do not split its identity."""
+    neutral values, so that they do not split its identity."""
     from . import registry
 
     method_cls = registry.load("method", method)
@@ -242,7 +266,7 @@ def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfi
     unused = [] if method_cls.ratio else ["alpha"]
     if cfg.ratio != "trained":
         unused += RATIO_FIELDS
-    return replace(cfg, **{name: FIELDS[name].default for name in unused})
+    return replace(cfg, **{name: neutral(FIELDS[name]) for name in unused})
 
 
 def cli_flags(values: dict, defaults: dict) -> list[str]:

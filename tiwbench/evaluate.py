@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from . import dist
-from .diffusion import SIGMA_MAX, SIGMA_MIN, DenoiseFn, heun_sample, to_model_space
+from .diffusion import P_MEAN, P_STD, SIGMA_MAX, SIGMA_MIN, DenoiseFn, heun_sample, to_model_space
 from .ratio import DensityRatio, log_r_and_grad
 
 
@@ -80,8 +80,20 @@ def ratio_error(model: DensityRatio, exact: DensityRatio, x0: Tensor, pi: float,
         rows.append({"sigma": s,
                      "log_r_rmse": float((lr_m.double() - lr_e).pow(2).mean().sqrt()),
                      "grad_rmse": float(g_err),
-                     "corr_rmse": float(s**2 * g_err)})
+                     "corr_rmse": float(s**2 * g_err),
+                     "corr_norm": float(s**2 * g_e.flatten(1).norm(dim=1).pow(2).mean().sqrt())})
     return rows
+
+
+def corr_err(rows: list[dict], sigma_data: float) -> float:
+    """The correction error weighted as TIW-DSM's objective weighs it: RMS of `corr_rmse` over σ
+    with weight p_train(σ)·λ(σ)·σ_data² (EDM's log-normal σ density on the log-spaced grid, times
+    its loss weight), i.e. the ratio's excess in the score loss, in data units."""
+    sigma = np.array([r["sigma"] for r in rows])
+    density = np.exp(-0.5 * ((np.log(sigma) - P_MEAN) / P_STD) ** 2)
+    weight = density * (sigma**2 + sigma_data**2) / sigma**2
+    mse = np.array([r["corr_rmse"] for r in rows]) ** 2
+    return float(np.sqrt((weight * mse).sum() / weight.sum()))
 
 
 def integrated_error(rows: list[dict], key: str = "log_r_rmse") -> float:
@@ -177,18 +189,30 @@ def run_metrics(samples: Tensor, data, device: torch.device, fid_stats: Path) ->
     return metrics, shares
 
 
-def ratio_diagnostics(model: DensityRatio, data, pi: float, seed: int) -> tuple[dict, list[dict]]:
-    """Scalar metrics (weight collapse on D_bias, integrated ratio error) and, where the exact
-    ratio is known, the error curve over σ."""
+def ratio_diagnostics(model: DensityRatio, data, pi: float, seed: int,
+                      fit: dict | None = None) -> tuple[dict, list[dict]]:
+    """Scalar metrics and, where the exact ratio is known, the error curve over σ.
+
+    Every dataset: weight collapse on D_bias and, for a trained ratio with a holdout, its held-out
+    BCE (`ratio_val_bce`, mean over σ bands of the kept states). With the exact ratio: `ratio_err`
+    (log-r RMSE, over σ for a time-dependent model, at σ_min only for a clean-data one, whose
+    values at noisy points mean nothing) and `corr_err` (TIW-DSM's target error, see corr_err).
+    """
     from .streams import generator, stream_seed
 
     scalars = {"w_collapse": weight_collapse(model, data.x_bias)}
+    val = [v for v in (fit or {}).get("val_bce", []) if v is not None]
+    if val:
+        scalars["ratio_val_bce"] = float(np.mean(val))
     if data.exact_ratio is None:
         return scalars, []
     x0 = data.sample_bias(4000, generator(seed, "ratio_eval_data"))
     exact = data.exact_ratio(model.time_dependent)
-    rows = ratio_error(model, exact, x0, pi, stream_seed(seed, "ratio_eval_noise"))
+    rows = ratio_error(model, exact, x0, pi, stream_seed(seed, "ratio_eval_noise"),
+                       None if model.time_dependent else [SIGMA_MIN])
     scalars["ratio_err"] = integrated_error(rows)
+    if model.time_dependent:
+        scalars["corr_err"] = corr_err(rows, data.sigma_data)
     return scalars, rows
 
 

@@ -7,6 +7,7 @@ network trains on, p_train = π·p_data + (1 − π)·p_bias, that is r_σ = w_�
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .diffusion import SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma, to_model_space
+from .diffusion import SIGMA_MAX, SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma, to_model_space
 from .errors import Interrupted
 from .signals import stop_requests
 
@@ -45,19 +46,23 @@ def mixture_log_r(log_w: Tensor, pi: float) -> Tensor:
 
 
 def log_r_and_grad(model: DensityRatio, x: Tensor, sigma: Tensor, pi: float) -> tuple[Tensor, Tensor]:
-    """log r_σ(x) and ∇ₓ log r_σ(x) from one forward and one backward, both detached.
+    """log r_σ(x) and ∇ₓ log r_σ(x) from one forward and one backward, both detached, in fp32
+    (fp64 inputs stay fp64).
 
     Since d log r / d log w = 1 − π·r, the mixture correction costs nothing extra.
     """
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        log_w = model.log_ratio(x, sigma)
-        if log_w.dtype in (torch.bfloat16, torch.float16):  # weights in fp32 under autocast
-            log_w = log_w.float()
+    # fp32 even inside a bf16 step: σ² = 6400 times a small slope cancels in low precision
+    with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+        x = _at_least_fp32(x.detach()).requires_grad_(True)
+        log_w = model.log_ratio(x, _at_least_fp32(sigma))
         (grad_w,) = torch.autograd.grad(log_w.sum(), x)
     log_r = mixture_log_r(log_w.detach(), pi)
     grad_r = append_dims(1 - pi * log_r.exp(), x.ndim) * grad_w
     return log_r, grad_r
+
+
+def _at_least_fp32(t: Tensor) -> Tensor:
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
 class TrainingRatio:
@@ -96,75 +101,257 @@ class ExactRatio(DensityRatio):
 
 
 class LearnedRatio(DensityRatio):
-    """A discriminator logit ℓ_φ(c_in(σ)·x, c_noise(σ)) ≈ log w_σ(x).
+    """A discriminator ℓ_φ(c_in(σ)·x, c_noise(σ)) for log w_σ(x), optionally with the exact
+    large-σ behaviour built in (docs/design.md §4):
 
-    The time-independent variant is trained and evaluated at σ_min only, i.e. on clean data.
+        log w_σ(x) = [δᵀ(x − m) + σ_data²·ℓ_φ(c_in·x, c_noise)] / (σ² + σ_data²)
+
+    with δ = mean(D_ref) − mean(D_bias) and m their midpoint (`fit_limit`). As σ grows both
+    perturbed densities tend to Gaussians of the same spread, so σ²∇log w → δ: the linear term
+    gives TIW-DSM's correction that limit from two sample means, and the damped network cannot
+    add more than O(1/σ) to it. `data_shape=None` leaves the plain logit ℓ_φ.
+
+    Below `sigma_floor` (time-dependent models) the network sees the floor: the ratio of densities
+    smoothed at that scale, where a small reference set carries no finer information. The
+    time-independent variant is trained and evaluated at σ_min only, i.e. on clean data.
     `net(x_in, c_noise)` must return (B, 1); any backbone with that signature plugs in.
     """
 
-    def __init__(self, net: nn.Module, sigma_data: float, time_dependent: bool):
+    def __init__(self, net: nn.Module, sigma_data: float, time_dependent: bool,
+                 data_shape: tuple[int, ...] | None = None, sigma_floor: float = 0.0):
         super().__init__()
         self.net, self.precond, self.time_dependent = net, Precond(sigma_data), time_dependent
+        self.sigma_floor = max(sigma_floor, SIGMA_MIN) if time_dependent else SIGMA_MIN
+        self.has_limit = data_shape is not None
+        if self.has_limit:
+            self.register_buffer("delta", torch.zeros(data_shape))
+            self.register_buffer("centre", torch.zeros(data_shape))
+
+    @torch.no_grad()
+    def fit_limit(self, x_ref: Tensor, x_bias: Tensor) -> None:
+        """δ and m from the sample means (model space) of the discriminator's training data."""
+        if self.has_limit:
+            mean_ref, mean_bias = (to_model_space(x).double().mean(0) for x in (x_ref, x_bias))
+            self.delta.copy_(mean_ref - mean_bias)
+            self.centre.copy_((mean_ref + mean_bias) / 2)
 
     def log_ratio(self, x: Tensor, sigma: Tensor) -> Tensor:
         if not self.time_dependent:
             sigma = torch.full_like(sigma, SIGMA_MIN)
-        s = append_dims(sigma, x.ndim)
-        return self.net(self.precond.c_in(s) * x, self.precond.c_noise(sigma)).reshape(-1)
+        seen = sigma.clamp(min=self.sigma_floor)
+        logit = self.net(self.precond.c_in(append_dims(seen, x.ndim)) * x, self.precond.c_noise(seen)).reshape(-1)
+        if not self.has_limit:
+            return logit
+        sd2 = self.precond.sigma_data**2
+        linear = ((x - self.centre) * self.delta).flatten(1).sum(1)
+        return (linear + sd2 * logit) / (sigma**2 + sd2)
 
     def compiled(self) -> LearnedRatio:
         # autograd.grad in log_r_and_grad breaks a graph around it; the network's forward and
         # its input backward are what compile, so the network alone is wrapped
-        return LearnedRatio(torch.compile(self.net), self.precond.sigma_data, self.time_dependent).eval()
+        twin = LearnedRatio(torch.compile(self.net), self.precond.sigma_data, self.time_dependent,
+                            sigma_floor=self.sigma_floor)
+        if self.has_limit:
+            twin.has_limit = True
+            twin.register_buffer("delta", self.delta)
+            twin.register_buffer("centre", self.centre)
+        return twin.eval()
+
+
+class BandedNet(nn.Module):
+    """One copy of a discriminator network per σ band, each the state that was best on held-out
+    data in its band; a sample is routed by its c_noise. Autograd flows to the inputs as usual."""
+
+    def __init__(self, nets: list[nn.Module], c_noise_edges: list[float]):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+        self.register_buffer("edges", torch.tensor(c_noise_edges))
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        band = torch.bucketize(c_noise.float(), self.edges)
+        out = x.new_zeros(len(x), 1)
+        for k, net in enumerate(self.nets):
+            rows = (band == k).nonzero().flatten()
+            if len(rows):
+                out = out.index_put((rows,), net(x[rows], c_noise[rows]).to(out.dtype))
+        return out
+
+
+# Held-out evaluation grid: 12 log-spaced σ in 4 bands of 3 (the first bands are where a
+# memorising discriminator does its damage, the last where TIW-DSM's correction is largest).
+VAL_SIGMAS = [float(SIGMA_MIN * (SIGMA_MAX / SIGMA_MIN) ** (i / 11)) for i in range(12)]
+N_BANDS = 4
+BAND_EDGES = [math.sqrt(VAL_SIGMAS[3 * k + 2] * VAL_SIGMAS[3 * k + 3]) for k in range(N_BANDS - 1)]
+SELECTIONS = ("band", "global", "last")
+
+
+def band_label(k: int) -> str:
+    """σ range of band k, e.g. '0.4-7.2'."""
+    lo = SIGMA_MIN if k == 0 else BAND_EDGES[k - 1]
+    hi = SIGMA_MAX if k == N_BANDS - 1 else BAND_EDGES[k]
+    return f"{lo:.2g}-{hi:.2g}"
 
 
 @dataclass(frozen=True)
 class RatioTrainConfig:
-    """How a discriminator is trained: BCE on class-balanced batches (D_ref = 1, D_bias = 0)."""
+    """How a discriminator is trained: BCE on class-balanced batches (D_ref = 1, D_bias = 0), AdamW,
+    a share of each set held out for model selection (docs/design.md §4). The RunConfig's ratio_*
+    options fill it."""
 
-    steps: int = 6000
+    steps: int = 6000  # at most; early stopping may end sooner
     batch_size: int = 512  # half from each set
     lr: float = 1e-3
+    weight_decay: float = 1e-2
+    holdout: float = 0.2  # share of D_ref and of D_bias held out; 0 = no selection, keep the last state
+    patience: int = 1500  # steps without a held-out improvement (in any band) before stopping
+    select: str = "band"  # band: best state per σ band; global: best mean over bands; last
+    limit: bool = True  # the exact large-σ term of LearnedRatio (the model is built with it)
+    sigma_floor: float = 0.0  # LearnedRatio's floor, in units of σ_data (the model is built with it)
+    eval_every: int = 50
+
+
+@dataclass
+class RatioFit:
+    """The trained model and its curves: per evaluation step and σ band, the training BCE since
+    the previous evaluation and the held-out BCE; per band, the step kept and its held-out BCE."""
+
+    model: LearnedRatio
+    curves: list[dict]
+    chosen: list[int]
+    val_bce: list[float | None]  # None without a holdout
+
+    def summary(self) -> dict:
+        """What a run record keeps of the fit (JSON)."""
+        bands = [band_label(k) for k in range(N_BANDS)] if len(self.chosen) > 1 else ["clean"]
+        return {"bands": bands, "chosen_step": self.chosen, "val_bce": self.val_bce, "curves": self.curves}
+
+
+def split_holdout(x: Tensor, share: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(train, held out): a random `share` of x held out, at least one sample kept for training."""
+    n_out = min(len(x) - 1, round(share * len(x))) if share > 0 else 0
+    perm = torch.randperm(len(x), generator=generator)
+    return x[perm[n_out:]], x[perm[:n_out]]
+
+
+class HeldOutBCE:
+    """Class-balanced BCE at each of `sigmas` on held-out samples with fixed noise (at most 512
+    samples a class, each with enough noise draws to make about 512 points a class and σ)."""
+
+    def __init__(self, x_ref: Tensor, x_bias: Tensor, sigmas: list[float], generator: torch.Generator, device):
+        def points(x):
+            x = to_model_space(x[:512])
+            reps = max(1, min(16, math.ceil(512 / len(x))))
+            x0 = x.repeat((reps,) + (1,) * (x.ndim - 1))
+            return [(x0 + s * torch.randn(x0.shape, generator=generator)).to(device) for s in sigmas]
+        self.sigmas, self.ref, self.bias = sigmas, points(x_ref), points(x_bias)
+
+    @torch.no_grad()
+    def __call__(self, model: LearnedRatio) -> list[float]:
+        out = []
+        for s, x_ref, x_bias in zip(self.sigmas, self.ref, self.bias):
+            bce = [F.binary_cross_entropy_with_logits(
+                model.log_ratio(x, torch.full((len(x),), s, device=x.device)),
+                torch.full((len(x),), label, device=x.device)).item()
+                for x, label in ((x_ref, 1.0), (x_bias, 0.0))]
+            out.append(sum(bce) / 2)
+        return out
 
 
 def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainConfig,
-                generator: torch.Generator, on_step: Callable[[int], None] = lambda step: None) -> LearnedRatio:
-    """Train `model` so that its logit estimates log w_σ; σ is log-uniform over the sampler's range.
+                generator: torch.Generator, on_step: Callable[[int], None] = lambda step: None) -> RatioFit:
+    """Train `model` so that its logit estimates log w_σ; σ is log-uniform over [floor, σ_max].
 
     Each class contributes half of every batch, so the Bayes-optimal logit is log p_ref,σ / p_bias,σ.
+    With a holdout, every `eval_every` steps the held-out BCE per σ band decides which state is
+    kept (`select`), and training stops when no band improved for `patience` steps: the model is
+    chosen on held-out data only. The returned model is frozen, in eval mode; a time-independent
+    one has a single band (σ_min).
     """
     device = next(model.parameters()).device
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    select = cfg.select if cfg.holdout > 0 else "last"
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be one of {SELECTIONS}, got {cfg.select!r}")
+    x_ref, val_ref = split_holdout(x_ref, cfg.holdout, generator)
+    x_bias, val_bias = split_holdout(x_bias, cfg.holdout, generator)
+    model.fit_limit(x_ref, x_bias)
+    bands = N_BANDS if model.time_dependent else 1
+    sigmas = VAL_SIGMAS if model.time_dependent else [SIGMA_MIN]
+    held_out = HeldOutBCE(val_ref, val_bias, sigmas, generator, device) if select != "last" else None
+    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
     half = cfg.batch_size // 2
     labels = torch.cat([torch.ones(half), torch.zeros(half)]).to(device)
+    edges = torch.tensor(BAND_EDGES, device=device)
+    best, best_val, chosen = [math.inf] * bands, [None] * bands, [cfg.steps] * bands
+    best_states: list[dict | None] = [None] * bands
+    train_sum, train_n = torch.zeros(N_BANDS, device=device), torch.zeros(N_BANDS, device=device)
+    curves, last_gain, step = [], 0, 0
     model.train()
     with stop_requests() as stop:
-        for step in range(cfg.steps):
+        for step in range(1, cfg.steps + 1):
             if stop:
                 raise Interrupted(f"interrupted during ratio training at step {step}/{cfg.steps} "
                                   "(ratio models are not checkpointed); run the same command again")
-            _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device)
-            on_step(step + 1)
+            sigma, bce = _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device)
+            band = torch.bucketize(sigma, edges)
+            train_sum.index_add_(0, band, bce)
+            train_n.index_add_(0, band, torch.ones_like(bce))
+            on_step(step)
+            if held_out is None or (step % cfg.eval_every and step != cfg.steps):
+                continue
+            model.eval()
+            per_sigma = held_out(model)
+            model.train()
+            val = [sum(per_sigma[3 * k:3 * k + 3]) / 3 for k in range(N_BANDS)] if bands > 1 else per_sigma
+            train = (train_sum / train_n.clamp(min=1)).tolist() if bands > 1 else [
+                float(train_sum.sum() / train_n.sum())]
+            curves += [{"step": step, "band": k, "train_bce": train[k], "val_bce": val[k]} for k in range(bands)]
+            train_sum.zero_(), train_n.zero_()
+            scores = val if select == "band" else [sum(val) / len(val)] * bands
+            for k in range(bands):
+                if scores[k] < best[k] - 1e-4:
+                    best[k], best_val[k], chosen[k], last_gain = scores[k], val[k], step, step
+                    best_states[k] = {n: t.detach().clone() for n, t in model.net.state_dict().items()}
+            if step - last_gain >= cfg.patience:
+                break
+    if select == "last":
+        chosen = [step] * bands
+    else:
+        model = _restore(model, best_states)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    return RatioFit(model, curves, chosen, best_val)
+
+
+def _restore(model: LearnedRatio, states: list[dict]) -> LearnedRatio:
+    """The model with each band's best state (one network when every band chose the same)."""
+    if all(state is states[0] for state in states):
+        model.net.load_state_dict(states[0])
+        return model
+    nets = []
+    for state in states:
+        net = copy.deepcopy(model.net)
+        net.load_state_dict(state)
+        nets.append(net)
+    model.net = BandedNet(nets, [float(Precond.c_noise(torch.tensor(e))) for e in BAND_EDGES])
     return model
 
 
-def _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device) -> None:
-    """One BCE step on a class-balanced batch of noised samples."""
+def _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device) -> tuple[Tensor, Tensor]:
+    """One BCE step on a class-balanced batch of noised samples; returns σ and the per-sample BCE."""
     i_ref = torch.randint(len(x_ref), (half,), generator=generator)
     i_bias = torch.randint(len(x_bias), (half,), generator=generator)
     x0 = to_model_space(torch.cat([x_ref[i_ref], x_bias[i_bias]]).to(device))
     if model.time_dependent:
-        sigma = sample_log_uniform_sigma(2 * half, generator).to(device)
+        sigma = sample_log_uniform_sigma(2 * half, generator, lo=model.sigma_floor).to(device)
     else:
         sigma = torch.full((2 * half,), SIGMA_MIN, device=device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
     logits = model.log_ratio(x0 + append_dims(sigma, x0.ndim) * noise, sigma)
-    loss = F.binary_cross_entropy_with_logits(logits, labels)
+    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    bce.mean().backward()
     opt.step()
     sched.step()
+    return sigma, bce.detach()

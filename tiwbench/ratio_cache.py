@@ -4,6 +4,7 @@ method and process (a waiting lock keeps concurrent sweeps from training it twic
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,40 +17,50 @@ from .console import progress_bar, say
 from .datasets.base import BenchmarkData, DatasetRecipe
 from .errors import TiwbenchError
 from .locks import run_lock
-from .ratio import DensityRatio, LearnedRatio, train_ratio
+from .ratio import BandedNet, DensityRatio, LearnedRatio, train_ratio
 from .streams import digest, generator
 
 
 def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: BenchmarkData,
-                    results: Path, device: torch.device) -> DensityRatio:
-    """The ratio model of kind `kind` (time_dependent | time_independent) that `cfg` asks for."""
+                    results: Path, device: torch.device) -> tuple[DensityRatio, dict | None]:
+    """The ratio model of kind `kind` (time_dependent | time_independent) that `cfg` asks for, and
+    for a trained one what its fit recorded (RatioFit.summary: held-out curves, chosen steps)."""
     time_dependent = kind == "time_dependent"
     if cfg.ratio == "oracle":
-        return data.exact_ratio(time_dependent)
+        return data.exact_ratio(time_dependent), None
+    train_cfg = cfg.ratio_config()
     key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref,
-           "seed": cfg.seed, "kind": kind, **asdict(cfg.ratio_config())}
+           "seed": cfg.seed, "kind": kind, **asdict(train_cfg)}
     if cfg.precision == "tf32":  # trained with TF32 matmuls (ratio training is otherwise fp32)
         key["tf32"] = True
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest(key)}.pt"
     torch.manual_seed(cfg.seed)  # the "init" stream
-    model = LearnedRatio(recipe.ratio_net(), data.sigma_data, time_dependent).to(device)
-    trained_here = False
+    model = LearnedRatio(recipe.ratio_net(), data.sigma_data, time_dependent,
+                         data_shape=tuple(data.x_bias.shape[1:]) if train_cfg.limit else None,
+                         sigma_floor=train_cfg.sigma_floor * data.sigma_data).to(device)
+    summary = None
     if not path.exists() and dist.is_main():  # other processes wait, then read the cache
         # another sweep on this folder may be training the same model: wait for it, then reuse
         with run_lock(path.parent, path.name + ".lock", wait=True):
             if not path.exists():
                 with progress_bar(f"ratio ({kind})", cfg.ratio_steps) as update:
-                    train_ratio(model, data.x_bias, data.x_ref, cfg.ratio_config(),
-                                generator(cfg.seed, "ratio_batches"), on_step=update)
-                save_torch(path, {"model": model.state_dict(), "config": key})
-                trained_here = True
+                    fit = train_ratio(model, data.x_bias, data.x_ref, train_cfg,
+                                      generator(cfg.seed, "ratio_batches"), on_step=update)
+                model, summary = fit.model, fit.summary()
+                save_torch(path, {"model": model.state_dict(), "config": key, "fit": summary,
+                                  "bands": len(model.net.nets) if isinstance(model.net, BandedNet) else 0})
     dist.barrier()
-    if not trained_here:
+    if summary is None:
         try:
-            model.load_state_dict(load_torch(path, expect=key)["model"])
+            saved = load_torch(path, expect=key)
+            if saved["bands"]:
+                model.net = BandedNet([copy.deepcopy(model.net) for _ in range(saved["bands"])],
+                                      [0.0] * (saved["bands"] - 1)).to(device)
+            model.load_state_dict(saved["model"])
+            summary = saved["fit"]
         except (KeyError, RuntimeError) as e:
             raise TiwbenchError(f"the cached ratio model {path} is incomplete or does not fit "
                                 f"({type(e).__name__}); delete it to retrain") from None
         model.requires_grad_(False).eval()
         say(f"reusing the cached {kind} ratio model {path}")
-    return model
+    return model, summary

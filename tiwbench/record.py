@@ -32,6 +32,8 @@ class Record:
     device: str = "?"
     processes: int = 1
     ratio_error: list[dict[str, float]] = field(default_factory=list)  # per σ, where exact ratio known
+    ratio_fit: dict | None = None  # a trained ratio's held-out curves and chosen steps (RatioFit.summary)
+    sizes: dict[str, int] = field(default_factory=dict)  # |D_bias|, |D_ref|, |eval|, samples: for floors
     schema_version: int = SCHEMA_VERSION
     folder: Path | None = field(default=None, compare=False)  # where it was read from; not written
 

@@ -22,7 +22,8 @@ CELLS_NOTE = ("Cells: mean ± std over seeds (n). Bold: the lowest mean of its c
               "rows sharing fewer than two seeds with it are not tested). Under each table, each row's "
               "difference to the baseline, paired by seed.")
 NOT_RANKED = {"attr_acc"}  # a property of the dataset's classifier, not of the method
-METRIC_ORDER = ["bias_l2", "bias_l1", "bias_kl", "fd_", "ratio_err", "w_collapse", "attr_acc"]
+METRIC_ORDER = ["bias_l2", "bias_l1", "bias_kl", "fd_", "corr_err", "ratio_err", "ratio_val_bce", "w_collapse",
+                "attr_acc"]
 # Config fields with a column (or label mark) of their own; the others make a run's setting.
 OWN_FIELDS = ("dataset", "method", "ref", "alpha", "seed", "ratio")
 

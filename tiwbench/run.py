@@ -116,7 +116,8 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     dist.barrier()
 
     t0 = time.perf_counter()
-    ratio_model = ratio_model_for(cfg, method.ratio, recipe, data, results, dev) if method.ratio else None
+    ratio_model, ratio_fit = (ratio_model_for(cfg, method.ratio, recipe, data, results, dev) if method.ratio
+                              else (None, None))
     timing["ratio_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -145,7 +146,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     metrics, shares = evaluate.run_metrics(samples, data, dev, fid_stats)
     ratio_error = []
     if ratio_model is not None:
-        scalars, ratio_error = evaluate.ratio_diagnostics(ratio_model, data, pi, cfg.seed)
+        scalars, ratio_error = evaluate.ratio_diagnostics(ratio_model, data, pi, cfg.seed, ratio_fit)
         metrics.update(scalars)
     evaluate.save_samples_figure(samples, folder / "samples.png")
     timing["total_s"] = time.perf_counter() - started
@@ -154,7 +155,10 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
                     ratio_source=cfg.ratio, ratio_kind=method.ratio, timing=timing,
                     versions={"tiwbench": __version__, "torch": torch.__version__,
                               "python": platform.python_version()},
-                    device=str(dev), processes=dist.world(), ratio_error=ratio_error, folder=folder)
+                    device=str(dev), processes=dist.world(), ratio_error=ratio_error,
+                    ratio_fit=ratio_fit, folder=folder,
+                    sizes={"bias": len(data.x_bias), "ref": len(data.x_ref), "eval": len(data.x_eval),
+                           "samples": len(samples)})
     write_text(record_path(cfg, results), record.to_json())
     (folder / "checkpoint.pt").unlink(missing_ok=True)  # the record is final; keep the folder small
     return record

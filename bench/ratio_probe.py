@@ -1,0 +1,79 @@
+"""Discriminator variants against the exact ratio on the analytic sets (issue 11's measurement).
+
+    python bench/ratio_probe.py --dataset gmm_hd --ref 0.05 --seed 0 --variants today,limit,band
+
+Prints, per variant, the held-out BCE it selected on, the log-r and correction (σ²∇log r) RMSE per
+σ, and the λ-weighted correction error (evaluate.corr_err). Selection uses held-out data only;
+the exact-ratio columns are for reading, never for choosing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from tiwbench import evaluate, registry
+from tiwbench.ratio import LearnedRatio, RatioTrainConfig, train_ratio
+from tiwbench.streams import generator, stream_seed
+
+VARIANTS = {
+    "today": ({"weight_decay": 0.0, "holdout": 0.0}, False),
+    "limit": ({"weight_decay": 0.0, "holdout": 0.0}, True),
+    "global": ({"select": "global"}, True),
+    "band": ({"select": "band"}, True),
+    "band_nolimit": ({"select": "band"}, False),
+    "band_wd0.1": ({"select": "band", "weight_decay": 0.1}, True),
+    "floor0.25": ({"select": "band"}, True, 0.25),
+    "floor0.5": ({"select": "band"}, True, 0.5),
+    "floor1": ({"select": "band"}, True, 1.0),
+    "lr3e-4": ({"select": "band", "lr": 3e-4}, True),
+    "wd1": ({"select": "band", "weight_decay": 1.0}, True, 0.5),
+    "wd0.1": ({"select": "band", "weight_decay": 0.1}, True, 0.5),
+    "patient": ({"select": "band", "patience": 6000}, True, 0.5),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="gmm_hd")
+    ap.add_argument("--ref", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", default="today,limit,global,band")
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--sigma-range", default="", help="lo,hi: train the discriminator on this σ band only")
+    args = ap.parse_args()
+    if args.sigma_range:
+        import tiwbench.ratio as ratio_module
+        lo, hi = map(float, args.sigma_range.split(","))
+        draw = ratio_module.sample_log_uniform_sigma
+        ratio_module.sample_log_uniform_sigma = lambda n, g, lo_=None, **kw: draw(n, g, lo=lo, hi=hi)
+    recipe = registry.get_dataset(args.dataset)
+    data = recipe.build(args.ref, args.seed)
+    pi = len(data.x_ref) / (len(data.x_ref) + len(data.x_bias))
+    x0 = data.sample_bias(4000, generator(args.seed, "ratio_eval_data"))
+    exact = data.exact_ratio(True)
+    for name in args.variants.split(","):
+        options, limit, *floor = VARIANTS[name]
+        torch.manual_seed(args.seed)
+        model = LearnedRatio(recipe.ratio_net(), data.sigma_data, True, data.x_bias.shape[1:] if limit else None,
+                             sigma_floor=floor[0] * data.sigma_data if floor else 0.0)
+        t0 = time.perf_counter()
+        fit = train_ratio(model, data.x_bias, data.x_ref, RatioTrainConfig(steps=args.steps, **options),
+                          generator(args.seed, "ratio_batches"))
+        took = time.perf_counter() - t0
+        rows = evaluate.ratio_error(fit.model, exact, x0, pi, stream_seed(args.seed, "ratio_eval_noise"))
+        print(f"\n## {name} ({took:.0f} s, chosen steps {fit.chosen}) corr_err "
+              f"{evaluate.corr_err(rows, data.sigma_data):.3f}, ratio_err {evaluate.integrated_error(rows):.2f}")
+        if fit.curves:
+            last = {c["band"]: c for c in fit.curves}
+            print("held-out BCE at the end:", {b: round(c["val_bce"], 3) for b, c in last.items()})
+        print("σ      " + " ".join(f"{r['sigma']:7.3g}" for r in rows))
+        print("logr   " + " ".join(f"{r['log_r_rmse']:7.3f}" for r in rows))
+        print("corr   " + " ".join(f"{r['corr_rmse']:7.3f}" for r in rows))
+        print("|corr| " + " ".join(f"{r.get('corr_norm', float('nan')):7.3f}" for r in rows))
+
+
+if __name__ == "__main__":
+    main()
