@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default="today,limit,global,band")
     ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--hidden", type=int, default=0, help="MLP discriminator width (0: the recipe's)")
+    ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--sigma-range", default="", help="lo,hi: train the discriminator on this σ band only")
     args = ap.parse_args()
     if args.sigma_range:
@@ -55,10 +57,14 @@ def main() -> None:
     x0 = data.sample_bias(4000, generator(args.seed, "ratio_eval_data"))
     exact = data.exact_ratio(True)
     for name in args.variants.split(","):
-        options, limit, *floor = VARIANTS[name]
+        options, limit, *rest = VARIANTS[name]
+        floor = rest[0] if rest else 0.0
         torch.manual_seed(args.seed)
-        model = LearnedRatio(recipe.ratio_net(), data.sigma_data, True, data.x_bias.shape[1:] if limit else None,
-                             sigma_floor=floor[0] * data.sigma_data if floor else 0.0)
+        from tiwbench.nets.mlp import ConditionalMLP
+        net = ConditionalMLP(data.x_bias.shape[1], out_dim=1, hidden=args.hidden, depth=args.depth) \
+            if args.hidden else recipe.ratio_net()
+        model = LearnedRatio(net, data.sigma_data, True, data.x_bias.shape[1:] if limit else None,
+                             sigma_floor=floor * data.sigma_data)
         t0 = time.perf_counter()
         fit = train_ratio(model, data.x_bias, data.x_ref, RatioTrainConfig(steps=args.steps, **options),
                           generator(args.seed, "ratio_batches"))

@@ -73,12 +73,14 @@ def test_short_tiw_dsm_run_with_the_oracle_ratio_is_unbiased(tmp_path):
     from tiwbench.config import resolve_config
     from tiwbench.run import execute
 
-    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio="oracle", steps=1500, num_samples=5000)
+    # uniform draws from D_obs (π = 1/21): the weights and the correction do all the debiasing
+    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio="oracle", steps=1500, num_samples=5000, ref_share=0.0)
     record = execute(cfg, tmp_path)
     assert record.ratio_source == "oracle"
     assert record.metrics["bias_l2"] <= 0.05, record.shares
     # the same budget without debiasing stays biased, so the bound above can fail
-    biased = execute(resolve_config("dsm_obs", "gmm2d", 0.05, steps=1500, num_samples=5000), tmp_path)
+    biased = execute(resolve_config("dsm_obs", "gmm2d", 0.05, steps=1500, num_samples=5000, ref_share=0.0),
+                     tmp_path)
     assert biased.metrics["bias_l2"] >= 0.3, biased.shares
 
 

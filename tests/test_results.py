@@ -9,14 +9,16 @@ from tiwbench.results import long_table, render, reproduce_commands
 
 def record(method, ref=0.05, seed=0, alpha=1.0, bias=0.1, ratio_error=(), **config):
     ratio = config.get("ratio", "none" if method in ("dsm_obs", "dsm_ref") else "trained")
-    current = {f.name: f.default for f in fields(RunConfig) if f.name in RATIO_FIELDS and ratio == "trained"
-               and f.default is not MISSING}  # a record of today's code, not a legacy one
+    current = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING and (
+        (f.name in RATIO_FIELDS and ratio == "trained") or (f.name == "ref_share" and method != "dsm_ref"))}
+    # ^ a record of today's code, not a legacy one
     cfg = {"method": method, "dataset": "gmm2d", "ref": ref, "seed": seed, "alpha": alpha, "ratio": ratio,
            "steps": 200, **current, "ratio_steps": 200 if ratio == "trained" else 6000, **config}
     return Record.from_dict({"config": cfg, "metrics": {"bias_l2": bias}, "ratio_source": ratio,
                              "ratio_kind": None if ratio == "none" else "time_dependent",
                              "shares": [0.25] * 4, "target_shares": [0.25] * 4, "feature_space": "data",
-                             "ratio_error": list(ratio_error)})
+                             "ratio_error": list(ratio_error),
+                             "train_on": "ref" if method == "dsm_ref" else "obs"})
 
 
 def bias_rows(records):
@@ -92,8 +94,14 @@ def test_records_of_older_runs_read_as_what_they_ran():
                             "metrics": {"bias_l2": 0.1}, "ratio_source": "trained", "ratio_kind": "time_dependent",
                             "shares": [0.25] * 4, "target_shares": [0.25] * 4, "feature_space": "data"})
     cfg = old.config
-    assert (cfg.ratio_holdout, cfg.ratio_weight_decay, cfg.ratio_limit) == (0.0, 0.0, False)
+    assert (cfg.ratio_holdout, cfg.ratio_weight_decay, cfg.ratio_limit, cfg.ref_share) == (0.0, 0.0, False, 0.0)
     assert cfg.run_id != record("tiw_dsm").config.run_id  # the new default never reuses an old run
     assert reproduce_commands([old], "gmm2d") == [
-        "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --steps 200 --ratio-steps 200 "
-        "--ratio-weight-decay 0 --ratio-holdout 0 --no-ratio-limit"]
+        "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --steps 200 --ref-share 0 "
+        "--ratio-steps 200 --ratio-weight-decay 0 --ratio-holdout 0 --no-ratio-limit"]
+
+
+def test_reference_only_runs_do_not_split_on_the_batch_share_they_do_not_use():
+    records = [record("dsm_ref"), record("dsm_obs"), record("dsm_obs", ref_share=0.0)]
+    assert records[0].config.ref_share == 0.0 and records[1].config.ref_share == 0.5
+    assert set(long_table(records).method) == {"dsm_ref", "dsm_obs [ref_share=0.5]", "dsm_obs [ref_share=0]"}

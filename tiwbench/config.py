@@ -67,6 +67,11 @@ class RunConfig:
     steps: int = option(4000, "Score-network training steps.", check=at_least(1))
     batch_size: int = option(512, "Training batch size.", check=at_least(1))
     lr: float = option(1e-3, "Adam learning rate.", check=positive)
+    ref_share: float = option(0.5, "Share of every score batch drawn from D_ref for methods on D_obs "
+                              "(stratified batches; π, the share the ratio refers to, is this); 0 = uniform "
+                              "draws from D_obs.",
+                              check=lambda v: None if _finite(v) and 0 <= v < 1 else "must be in [0, 1)",
+                              legacy=0.0)
     ema_decay: float = option(0.999, "EMA decay of the score network's weights, in [0, 1).",
                               check=lambda v: None if _finite(v) and 0 <= v < 1 else "must be in [0, 1)")
     ratio_steps: int = option(6000, "Discriminator training steps.", check=at_least(1), ratio_training=True)
@@ -136,12 +141,12 @@ class RunConfig:
         except TypeError as e:
             raise TiwbenchError(f"config: {e}") from None
 
-    def train_config(self):
+    def train_config(self, strata: tuple = ()):
         from .train import TrainConfig
 
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                            ema_decay=self.ema_decay, accum=self.accum, warmup=self.warmup,
-                           grad_clip=self.grad_clip, xflip=self.xflip)
+                           grad_clip=self.grad_clip, xflip=self.xflip, strata=strata)
 
     def ratio_config(self):
         """The ratio-training fields, without their prefix, as the trainer's config."""
@@ -263,7 +268,7 @@ def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfi
                             f"{dataset!r} does not have")
     values["ratio"] = ratio if method_cls.ratio else "none"
     cfg = RunConfig(method=method, dataset=dataset, **values)
-    unused = [] if method_cls.ratio else ["alpha"]
+    unused = ([] if method_cls.ratio else ["alpha"]) + ([] if method_cls.train_on == "obs" else ["ref_share"])
     if cfg.ratio != "trained":
         unused += RATIO_FIELDS
     return replace(cfg, **{name: neutral(FIELDS[name]) for name in unused})

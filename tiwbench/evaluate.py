@@ -175,13 +175,35 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
+PRDC_K, PRDC_N = 5, 5000
+
+
+def prdc_metrics(real: Tensor, fake: Tensor, k: int = PRDC_K, n: int = PRDC_N) -> dict:
+    """Precision, recall (Kynkäänniemi et al. 2019), density and coverage (Naeem et al. 2020) of
+    `fake` against `real` features, k nearest neighbours, via the `prdc` package, on at most n of
+    each (a fixed subsample: the pairwise distances grow as n²)."""
+    import contextlib
+    import io
+
+    from prdc import compute_prdc
+
+    gen = torch.Generator().manual_seed(0)
+    pick = [f[torch.randperm(len(f), generator=gen)[:n]].double().cpu().numpy() for f in (real, fake)]
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints the sample counts
+        out = compute_prdc(pick[0], pick[1], nearest_k=k)
+    return {name: float(out[name]) for name in ("precision", "recall", "density", "coverage")}
+
+
 def run_metrics(samples: Tensor, data, device: torch.device, fid_stats: Path) -> tuple[dict, list[float]]:
-    """A run's sample metrics: bias against the target shares, the Fréchet distance in the
-    dataset's feature space, the attribute classifier's held-out accuracy and, for images with
-    clean-fid's weights at hand, FID (reference statistics cached at `fid_stats`)."""
+    """A run's sample metrics: bias against the target shares, the Fréchet distance and
+    precision/recall/density/coverage in the dataset's feature space, the attribute classifier's
+    held-out accuracy and, for images with clean-fid's weights at hand, FID (reference statistics
+    cached at `fid_stats`)."""
     metrics = bias_metrics(data.attribute(samples), data.target_shares)
     shares = metrics.pop("shares")
-    metrics[f"fd_{data.feature_space}"] = frechet_distance(data.features(samples), data.features(data.x_eval))
+    fake, real = data.features(samples), data.features(data.x_eval)
+    metrics[f"fd_{data.feature_space}"] = frechet_distance(fake, real)
+    metrics.update(prdc_metrics(real, fake))
     metrics["attr_acc"] = float((data.attribute(data.x_eval) == data.eval_labels).double().mean())
     inception = inception_folder() if data.is_image else None
     if inception is not None:  # real FID only with clean-fid's own Inception weights

@@ -33,6 +33,7 @@ class Record:
     processes: int = 1
     ratio_error: list[dict[str, float]] = field(default_factory=list)  # per σ, where exact ratio known
     ratio_fit: dict | None = None  # a trained ratio's held-out curves and chosen steps (RatioFit.summary)
+    train_on: str | None = None  # the method's training set: bias | ref | obs (None: older records)
     sizes: dict[str, int] = field(default_factory=dict)  # |D_bias|, |D_ref|, |eval|, samples: for floors
     schema_version: int = SCHEMA_VERSION
     folder: Path | None = field(default=None, compare=False)  # where it was read from; not written

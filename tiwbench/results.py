@@ -21,9 +21,10 @@ CELLS_NOTE = ("Cells: mean ± std over seeds (n). Bold: the lowest mean of its c
               "statistically tied with it (the 95% Student-t interval of the per-seed difference reaches 0; "
               "rows sharing fewer than two seeds with it are not tested). Under each table, each row's "
               "difference to the baseline, paired by seed.")
-NOT_RANKED = {"attr_acc"}  # a property of the dataset's classifier, not of the method
-METRIC_ORDER = ["bias_l2", "bias_l1", "bias_kl", "fd_", "corr_err", "ratio_err", "ratio_val_bce", "w_collapse",
-                "attr_acc"]
+NOT_RANKED = {"attr_acc", "density"}  # attr_acc: the dataset's classifier's; density: best at 1, not highest
+HIGHER_IS_BETTER = {"precision", "recall", "coverage"}
+METRIC_ORDER = ["bias_l2", "bias_l1", "bias_kl", "fd_", "precision", "recall", "density", "coverage", "corr_err",
+                "ratio_err", "ratio_val_bce", "w_collapse", "attr_acc"]
 # Config fields with a column (or label mark) of their own; the others make a run's setting.
 OWN_FIELDS = ("dataset", "method", "ref", "alpha", "seed", "ratio")
 
@@ -35,10 +36,11 @@ def method_label(record: Record) -> str:
 
 def run_setting(record: Record) -> dict:
     """A run's configuration beyond its own fields; ratio-training fields only where a ratio was
-    trained (resolve_config resets them elsewhere)."""
+    trained, ref_share only for methods on D_obs (resolve_config resets them elsewhere)."""
     cfg = record.config
     return {k: v for k, v in cfg.to_dict().items()
-            if k not in OWN_FIELDS and not (k in RATIO_FIELDS and cfg.ratio != "trained")}
+            if k not in OWN_FIELDS and not (k in RATIO_FIELDS and cfg.ratio != "trained")
+            and not (k == "ref_share" and record.train_on not in (None, "obs"))}
 
 
 def setting_marks(records: list[Record], relevant=lambda field: True) -> list[str]:
@@ -84,7 +86,8 @@ def long_table(records: list[Record], dataset: str | None = None, baseline: str 
            .agg(mean="mean", std="std", n="count").reset_index())
     agg["std"] = agg["std"].fillna(0.0)
     ranked = df[~df.metric.isin(NOT_RANKED)]
-    best = best_and_ties(ranked) if len(ranked) else {}
+    lower_better = ranked.assign(value=ranked.value.where(~ranked.metric.isin(HIGHER_IS_BETTER), -ranked.value))
+    best = best_and_ties(lower_better) if len(ranked) else {}
     agg["best"] = [bool(best.get((d, m, r, row_label(meth, a)), False))
                    for d, meth, r, a, m in zip(agg.dataset, agg.method, agg.ref, agg.alpha, agg.metric)]
     agg = agg.merge(paired_to_baseline(ranked, baseline), on=LONG_COLUMNS[:5], how="left")
@@ -139,7 +142,7 @@ def metric_heading(metric: str) -> str:
     """'bias_l2 (lower is better)'; unranked metrics (attr_acc) bare."""
     if metric in NOT_RANKED:
         return metric
-    return f"{metric} (lower is better)"
+    return f"{metric} ({'higher' if metric in HIGHER_IS_BETTER else 'lower'} is better)"
 
 
 def _title(dataset: str, metric: str) -> str:

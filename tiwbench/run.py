@@ -51,14 +51,18 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def training_set(method: Method, data: BenchmarkData) -> tuple[torch.Tensor, float]:
-    """The data the score network sees and its unbiased share π (docs/design.md §2)."""
+def training_set(method: Method, data: BenchmarkData, ref_share: float = 0.0) -> tuple[torch.Tensor, float, tuple]:
+    """The data the score network sees, its unbiased share π, and the batch strata
+    (docs/design.md §2). With `ref_share` > 0 (methods on D_obs), every batch holds that share of
+    D_ref samples, and π is that share: the training distribution the ratio refers to."""
     if method.train_on == "bias":
-        return data.x_bias, 0.0
+        return data.x_bias, 0.0, ()
     if method.train_on == "ref":
-        return data.x_ref, 1.0
+        return data.x_ref, 1.0, ()
     x = torch.cat([data.x_bias, data.x_ref])
-    return x, len(data.x_ref) / len(x)
+    if ref_share > 0:
+        return x, ref_share, (len(data.x_ref), ref_share)
+    return x, len(data.x_ref) / len(x), ()
 
 
 def existing_record(cfg: RunConfig, results: Path) -> Record | None:
@@ -123,9 +127,10 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)  # the "init" stream
     denoiser = Denoiser(recipe.score_net(cfg.net), data.sigma_data).to(dev)
-    x_train, pi = training_set(method, data)
+    x_train, pi, strata = training_set(method, data, cfg.ref_share)
+    train_cfg = cfg.train_config(strata=(strata[0], round(strata[1] * cfg.batch_size)) if strata else ())
     with progress_bar(f"score ({cfg.method})", cfg.steps) as update:
-        ema = train_score(method, denoiser, x_train, pi, ratio_model, cfg.alpha, cfg.train_config(),
+        ema = train_score(method, denoiser, x_train, pi, ratio_model, cfg.alpha, train_cfg,
                           cfg.seed, folder / "checkpoint.pt", on_step=update, precision=cfg.precision,
                           compile=compile)
     timing["train_s"] = time.perf_counter() - t0
@@ -156,7 +161,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
                     versions={"tiwbench": __version__, "torch": torch.__version__,
                               "python": platform.python_version()},
                     device=str(dev), processes=dist.world(), ratio_error=ratio_error,
-                    ratio_fit=ratio_fit, folder=folder,
+                    ratio_fit=ratio_fit, train_on=method.train_on, folder=folder,
                     sizes={"bias": len(data.x_bias), "ref": len(data.x_ref), "eval": len(data.x_eval),
                            "samples": len(samples)})
     write_text(record_path(cfg, results), record.to_json())

@@ -33,6 +33,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     accum: int = 1  # micro-batches per process and step (gradient accumulation)
     xflip: bool = False  # augmentation: mirror each training image with probability 1/2
+    strata: tuple[int, int] = ()  # (n_ref, per batch): the last n_ref rows of x_train are D_ref and
+    # each batch draws exactly `per batch` of its rows from them (stratified batches); () = uniform
 
 
 def autocast(device: torch.device, precision: str):
@@ -86,6 +88,17 @@ def upload(t: Tensor, device: torch.device) -> Tensor:
     if device.type != "cuda":
         return t.to(device)
     return t.contiguous().pin_memory().to(device, non_blocking=True)
+
+
+def draw_indices(n: int, batch: int, strata: tuple[int, int] | tuple, gen: torch.Generator) -> Tensor:
+    """A batch of row indices: uniform over n rows, or, with strata (n_ref, k), k from the last
+    n_ref rows (D_ref) and batch − k from the others, in random order."""
+    if not strata:
+        return torch.randint(n, (batch,), generator=gen)
+    n_ref, k = strata
+    idx = torch.cat([torch.randint(n - n_ref, (batch - k,), generator=gen),
+                     n - n_ref + torch.randint(n_ref, (k,), generator=gen)])
+    return idx[torch.randperm(batch, generator=gen)]
 
 
 # Losses are checked on the host every this many steps (and before every save), not after each
@@ -157,7 +170,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                 save()
                 raise Interrupted(f"interrupted at step {step}/{cfg.steps}; checkpoint saved to "
                                   f"{ckpt_path}; run the same command again to resume")
-            idx = upload(torch.randint(len(x_train), (cfg.batch_size,), generator=gen)[mine], device)
+            idx = upload(draw_indices(len(x_train), cfg.batch_size, cfg.strata, gen)[mine], device)
             sigma = upload(sample_training_sigma(cfg.batch_size, gen)[mine], device)
             noise = upload(torch.randn((cfg.batch_size, *x_train.shape[1:]), generator=gen)[mine], device)
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
