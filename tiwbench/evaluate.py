@@ -34,22 +34,36 @@ def generate(denoise: DenoiseFn, n: int, shape: tuple[int, ...], steps: int, see
 
 
 def bias_metrics(groups: Tensor, target: Tensor) -> dict:
-    """Shares of the K groups among samples (none dropped) against the target shares.
+    """Shares of the K groups among samples (none dropped) against the target shares."""
+    shares = torch.bincount(groups.long(), minlength=len(target)).double() / len(groups)
+    return {**share_metrics(shares, target), "shares": [round(float(s), 6) for s in shares]}
 
-    bias_l2 is Choi et al.'s fairness discrepancy; bias_kl is KL(generated ‖ target).
-    """
-    k = len(target)
-    shares = torch.bincount(groups.long(), minlength=k).double() / len(groups)
-    target = target.double()
+
+def share_metrics(shares: Tensor, target: Tensor, suffix: str = "") -> dict:
+    """bias_l2 (Choi et al.'s fairness discrepancy), bias_l1 and bias_kl = KL(shares ‖ target)."""
+    shares, target = shares.double(), target.double()
     nz = shares > 0
-    return {
-        "bias_l2": float((shares - target).norm()),
-        "bias_l1": float((shares - target).abs().sum()),
-        "bias_kl": float((shares[nz] * (shares[nz] / target[nz]).log()).sum()),
-        "shares": [round(float(s), 6) for s in shares],
-    }
+    return {f"bias_l2{suffix}": float((shares - target).norm()),
+            f"bias_l1{suffix}": float((shares - target).abs().sum()),
+            f"bias_kl{suffix}": float((shares[nz] * (shares[nz] / target[nz]).log()).sum())}
 
 
+def confusion_matrix(predicted: Tensor, labels: Tensor, k: int) -> Tensor:
+    """C[i, j] = P(predicted j | true group i), from labelled data (rows of absent groups: the
+    identity, i.e. no correction for them)."""
+    counts = torch.zeros(k, k, dtype=torch.float64)
+    counts.index_put_((labels.long(), predicted.long()), torch.ones(len(labels), dtype=torch.float64),
+                      accumulate=True)
+    totals = counts.sum(1, keepdim=True)
+    return torch.where(totals > 0, counts / totals.clamp(min=1), torch.eye(k, dtype=torch.float64))
+
+
+def corrected_shares(predicted_shares: Tensor, confusion: Tensor) -> Tensor:
+    """The true shares p behind predicted shares q = Cᵀp (the confusion-matrix inverse, by least
+    squares), projected back onto the simplex by clipping at 0 and renormalising."""
+    q = predicted_shares.double()[:, None]
+    p = torch.linalg.lstsq(confusion.double().T, q).solution[:, 0].clamp(min=0)
+    return p / p.sum() if p.sum() > 0 else predicted_shares.double()
 def frechet_distance(feat_a: Tensor, feat_b: Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (clean-fid's formula)."""
     from cleanfid.fid import frechet_distance as fd
@@ -194,21 +208,29 @@ def prdc_metrics(real: Tensor, fake: Tensor, k: int = PRDC_K, n: int = PRDC_N) -
     return {name: float(out[name]) for name in ("precision", "recall", "density", "coverage")}
 
 
-def run_metrics(samples: Tensor, data, device: torch.device, fid_stats: Path) -> tuple[dict, list[float]]:
-    """A run's sample metrics: bias against the target shares, the Fréchet distance and
+def run_metrics(samples: Tensor, data, device: torch.device,
+                fid_stats: Path) -> tuple[dict, list[float], list[float]]:
+    """A run's sample metrics: bias against the target shares (raw, and corrected through the
+    attribute classifier's confusion matrix measured on the labelled evaluation set, which the
+    classifier never trained on), the Fréchet distance and
     precision/recall/density/coverage in the dataset's feature space, the attribute classifier's
     held-out accuracy and, for images with clean-fid's weights at hand, FID (reference statistics
-    cached at `fid_stats`)."""
+    cached at `fid_stats`). Returns the metrics, the generated shares and the classifier's
+    accuracy per group."""
     metrics = bias_metrics(data.attribute(samples), data.target_shares)
     shares = metrics.pop("shares")
+    predicted_eval = data.attribute(data.x_eval)
+    confusion = confusion_matrix(predicted_eval, data.eval_labels, len(data.target_shares))
+    metrics.update(share_metrics(corrected_shares(torch.tensor(shares), confusion), data.target_shares,
+                                 "_corrected"))
     fake, real = data.features(samples), data.features(data.x_eval)
     metrics[f"fd_{data.feature_space}"] = frechet_distance(fake, real)
     metrics.update(prdc_metrics(real, fake))
-    metrics["attr_acc"] = float((data.attribute(data.x_eval) == data.eval_labels).double().mean())
+    metrics["attr_acc"] = float((predicted_eval == data.eval_labels).double().mean())
     inception = inception_folder() if data.is_image else None
     if inception is not None:  # real FID only with clean-fid's own Inception weights
         metrics["fid"] = fid(samples, data.x_eval, InceptionFeatures(inception, device), fid_stats)
-    return metrics, shares
+    return metrics, shares, [round(float(a), 6) for a in confusion.diagonal()]
 
 
 def ratio_diagnostics(model: DensityRatio, data, pi: float, seed: int,

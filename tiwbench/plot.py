@@ -11,6 +11,7 @@ import pandas as pd
 from .errors import TiwbenchError
 from .record import Record
 from .results import natural_key, ratio_error_table
+from .stats import bias_floors
 
 COLORS = {"dsm_obs": "tab:gray", "dsm_ref": "tab:green", "iw_dsm": "tab:orange",
           "tiw_dsm": "tab:blue", "tiw_nocorr": "tab:purple"}
@@ -38,12 +39,22 @@ def _label_lines(ax, lines) -> None:
                     fontsize=8, color=color)
 
 
-def metric_vs_ref(long: pd.DataFrame, dataset: str, metric: str, out: Path) -> Path | None:
+def metric_vs_ref(long: pd.DataFrame, dataset: str, metric: str, out: Path,
+                  floors: list[dict] | None = None) -> Path | None:
+    """Each method's metric over reference sizes; for bias_l2, the floors (stats.bias_floors) as
+    a grey band: up to the sampling floor, lighter up to the reference-composition floor."""
     d = long[(long.dataset == dataset) & (long.metric == metric) & (long.alpha == 1)]
     if d.ref.nunique() < 2:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
+    band = sorted((f["ref"], f["sampling"], f["composition"]) for f in floors or []
+                  if f["dataset"] == dataset) if metric == "bias_l2" else []
+    if len(band) >= 2:
+        refs, sampling, composition = zip(*band)
+        ax.fill_between(refs, 0, sampling, color="0.5", alpha=0.35, lw=0, label="sampling floor")
+        ax.fill_between(refs, sampling, composition, color="0.5", alpha=0.15, lw=0,
+                        label="i.i.d. D_ref composition floor")
     ends = []
     for method, g in d.groupby("method"):
         g = g.sort_values("ref")
@@ -88,27 +99,37 @@ def alpha_tradeoff(long: pd.DataFrame, dataset: str, out: Path) -> Path | None:
 
 
 def ratio_error_vs_sigma(records: list[Record], dataset: str, out: Path) -> Path | None:
+    """Two panels over σ: the RMSE of log r, and the RMSE of TIW-DSM's correction σ²∇log r with
+    the exact correction's size (grey) for scale."""
     try:
         df = ratio_error_table(records, dataset)
     except TiwbenchError:  # no trained ratio on a dataset with an exact one
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     styles = {"time_dependent": "-", "time_independent": "--"}
-    ends = []
     groups = sorted(df.groupby(["ratio", "ref"]), key=lambda t: (natural_key(t[0][0]), t[0][1]))
-    for (kind, ref), g in groups:
-        style = styles.get(kind.split(" ")[0], ":")  # the kind, without its setting marks
-        line, = ax.plot(g.sigma, g.log_r_rmse, style, marker=".", label=f"{kind}, ref {ref:g}")
-        name = f"{kind.split('_', 1)[1]} {ref:g}"
-        ends.append((g.sigma.iloc[-1], g.log_r_rmse.iloc[-1], name, line.get_color()))
-    _label_lines(ax, ends)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("σ")
-    ax.set_ylabel("RMSE of log r vs exact")
-    ax.set_title(f"{dataset}: density-ratio error by noise level")
-    ax.legend(fontsize=8, frameon=False)
+    for ax, value in zip(axes, ("log_r_rmse", "corr_rmse")):
+        ends = []
+        for (kind, ref), g in groups:
+            if value == "corr_rmse" and not kind.startswith("time_dependent"):
+                continue
+            style = styles.get(kind.split(" ")[0], ":")  # the kind, without its setting marks
+            line, = ax.plot(g.sigma, g[value], style, marker=".", label=f"{kind}, ref {ref:g}")
+            ends.append((g.sigma.iloc[-1], g[value].iloc[-1], f"{kind.split('_', 1)[1]} {ref:g}",
+                         line.get_color()))
+        if value == "corr_rmse":
+            exact = df[df.ratio.str.startswith("time_dependent")].groupby("sigma").corr_norm.mean().dropna()
+            if len(exact):
+                ax.plot(exact.index, exact.to_numpy(), color="0.6", lw=3, alpha=0.5, label="|exact σ²∇log r|")
+        _label_lines(ax, ends)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("σ")
+        ax.legend(fontsize=7, frameon=False)
+    axes[0].set_ylabel("RMSE of log r vs exact")
+    axes[1].set_ylabel("RMSE of σ²∇log r vs exact (data units)")
+    fig.suptitle(f"{dataset}: density-ratio error by noise level")
     return _save(fig, out / "ratio_error_vs_sigma.png")
 
 
@@ -142,8 +163,10 @@ def _save(fig, path: Path) -> Path:
 
 def all_figures(records: list[Record], long: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
     """Every figure that the records support; returns the files written."""
-    made = [metric_vs_ref(long, dataset, m, out) for m in sorted(long[long.dataset == dataset].metric.unique())
-            if m.startswith(("bias_l2", "fd_", "fid"))]
+    floors = bias_floors(records)
+    metrics = sorted(long[long.dataset == dataset].metric.unique())
+    made = [metric_vs_ref(long, dataset, m, out, floors)
+            for m in metrics if m.startswith(("bias_l2", "fd_", "fid"))]
     made += [alpha_tradeoff(long, dataset, out), ratio_error_vs_sigma(records, dataset, out),
              sample_grids(records, dataset, out)]
     return [p for p in made if p is not None]

@@ -33,6 +33,7 @@ class Record:
     processes: int = 1
     ratio_error: list[dict[str, float]] = field(default_factory=list)  # per σ, where exact ratio known
     ratio_fit: dict | None = None  # a trained ratio's held-out curves and chosen steps (RatioFit.summary)
+    group_accuracy: list[float] = field(default_factory=list)  # the attribute classifier's, per group
     train_on: str | None = None  # the method's training set: bias | ref | obs (None: older records)
     sizes: dict[str, int] = field(default_factory=dict)  # |D_bias|, |D_ref|, |eval|, samples: for floors
     schema_version: int = SCHEMA_VERSION

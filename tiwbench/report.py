@@ -16,7 +16,9 @@ from .record import RECORD_NAME, Record, load_records
 from .results import (
     BASELINE,
     CELLS_NOTE,
+    RATIO_ERRORS,
     delta_heading,
+    floor_notes,
     long_table,
     metric_heading,
     of_dataset,
@@ -24,6 +26,7 @@ from .results import (
     ratio_error_markdown,
     ratio_error_table,
     ratio_title,
+    ref_heading,
     render,
     reproduce_commands,
     wide_tables,
@@ -65,19 +68,25 @@ def render_report(records: list[Record], long: pd.DataFrame, ratio: pd.DataFrame
              f"<p>{len(runs)} finished runs. Reproduce the runs, then this page:</p>",
              f"<pre>{html.escape(chr(10).join(commands))}</pre>",
              f"<p>{html.escape(CELLS_NOTE)}</p>"]
+    notes = floor_notes(records, dataset)
     for _, metric, cells, best, delta in wide_tables(long[long.dataset == dataset]):
         parts += [f"<h2>{html.escape(metric_heading(metric))}</h2>", _table_html(cells, best)]
+        if (dataset, metric) in notes:
+            parts.append(f"<p>{html.escape(notes[(dataset, metric)])}</p>")
         if delta is not None:
             parts += [f"<p>{html.escape(delta_heading(long, dataset, metric))}</p>", _table_html(delta)]
     if ratio is not None:
         parts.append("<h2>Density-ratio error by σ</h2>"
-                     "<p>RMSE of log r against the exact ratio, mean over seeds.</p>")
-        for kind, sub in ratio_error_by_kind(ratio):
-            head = "".join(f"<th>ref {r:g}</th>" for r in sub.columns)
-            body = "".join(f"<tr><td>{s:.3g}</td>" + "".join(f"<td>{v:.3g}</td>" for v in row) + "</tr>"
-                           for s, row in zip(sub.index, sub.to_numpy()))
-            parts += [f"<h3>{html.escape(ratio_title(kind))}</h3>",
-                      f"<table><tr><th>σ</th>{head}</tr>{body}</table>"]
+                     "<p>Against the exact ratio, mean over seeds: the error of log r, and for "
+                     "time-dependent ratios the error of TIW-DSM's correction σ²∇log r beside the "
+                     "exact correction's size (|exact|).</p>")
+        for value, what in RATIO_ERRORS.items():
+            for kind, sub in ratio_error_by_kind(ratio, value):
+                head = "".join(f"<th>{html.escape(ref_heading(r))}</th>" for r in sub.columns)
+                body = "".join(f"<tr><td>{s:.3g}</td>" + "".join(f"<td>{v:.3g}</td>" for v in row) + "</tr>"
+                               for s, row in zip(sub.index, sub.to_numpy()))
+                parts += [f"<h3>{html.escape(ratio_title(kind))}: {html.escape(what)}</h3>",
+                          f"<table><tr><th>σ</th>{head}</tr>{body}</table>"]
     parts += ["<h2>Figures</h2>"] + [_image(p) for p in figures]
     parts += ["<h2>Environment</h2>", "<ul>" + "".join(
         f"<li>{html.escape(', '.join(f'{k} {v}' for k, v in v_))}</li>" for v_ in versions) + "</ul>",
@@ -130,7 +139,7 @@ def write_report(results: Path, dataset: str, out: Path, records_out: bool = Tru
     listed = "\n".join(f"    {c}" for c in sweeps)
     md = (f"# {dataset}\n\nMade by `{report}` from the runs of\n\n"
           f"{listed}\n\n{CELLS_NOTE}\n\n"
-          f"{feature_space_note(records, dataset)}\n\n" + render(long, "md"))
+          f"{feature_space_note(records, dataset)}\n\n" + render(long, "md", floor_notes(records, dataset)))
     try:
         ratio = ratio_error_table(records, dataset)
         md += "\n" + ratio_error_markdown(ratio)

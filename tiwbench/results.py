@@ -11,7 +11,7 @@ import pandas as pd
 from .config import FIELDS, RATIO_FIELDS, RunConfig, cli_flags, format_value
 from .errors import TiwbenchError
 from .record import Record
-from .stats import best_and_ties, paired_to_baseline, row_label
+from .stats import best_and_ties, bias_floors, paired_to_baseline, row_label
 
 LONG_COLUMNS = ["dataset", "method", "ref", "alpha", "metric", "mean", "std", "n"]
 # Added columns: `best` (bold: lowest mean or tied with it), the paired difference to a baseline.
@@ -158,10 +158,26 @@ def _md_table(cells: pd.DataFrame, best: pd.DataFrame | None = None) -> list[str
     return lines
 
 
-def to_markdown(long: pd.DataFrame) -> str:
+def floor_notes(records: list[Record], dataset: str | None = None) -> dict[tuple[str, str], str]:
+    """The bias_l2 floors of each dataset (stats.bias_floors) as a note under its table."""
+    notes: dict[tuple[str, str], list[str]] = {}
+    for f in sorted(bias_floors(of_dataset(records, dataset)), key=lambda f: (f["dataset"], f["ref"])):
+        notes.setdefault((f["dataset"], "bias_l2"), []).append(
+            f"ref {f['ref']:g}: sampling {f['sampling']:.3g} (N = {f['samples']:,}), "
+            f"reference composition {f['composition']:.3g} (|D_ref| = {f['n_ref']:,})")
+    return {key: ("Floors of bias_l2 — sampling: √(Σ t(1−t)/N), what N samples of a perfect model "
+                  "score on average; reference composition: √(Σ t(1−t)/|D_ref|), what a method that "
+                  "reproduces an i.i.d.-drawn D_ref's own composition scores on average (none where "
+                  "D_ref is drawn with exactly the target shares, e.g. digits_lt). " + "; ".join(lines) + ".")
+            for key, lines in notes.items()}
+
+
+def to_markdown(long: pd.DataFrame, notes: dict[tuple[str, str], str] | None = None) -> str:
     parts = []
     for dataset, metric, cells, best, delta in wide_tables(long):
         lines = [f"### {_title(dataset, metric)}", "", *_md_table(cells, best)]
+        if notes and (dataset, metric) in notes:
+            lines += ["", notes[(dataset, metric)]]
         if delta is not None:
             lines += ["", f"{delta_heading(long, dataset, metric)}:", "", *_md_table(delta)]
         parts.append("\n".join(lines))
@@ -188,15 +204,21 @@ def to_latex(long: pd.DataFrame) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def render(long: pd.DataFrame, fmt: str) -> str:
-    """The aggregated table as Markdown or LaTeX (wide, per metric) or CSV (long)."""
+def render(long: pd.DataFrame, fmt: str, notes: dict[tuple[str, str], str] | None = None) -> str:
+    """The aggregated table as Markdown or LaTeX (wide, per metric) or CSV (long); `notes` go under
+    the Markdown tables they name (dataset, metric)."""
     if fmt == "md":
-        return to_markdown(long)
+        return to_markdown(long, notes)
     if fmt == "latex":
         return to_latex(long)
     if fmt == "csv":
         return long.to_csv(index=False, float_format="%.6g")
     raise TiwbenchError(f"--format must be md, latex or csv, got {fmt!r}")
+
+
+def ratio_setting(field: str) -> bool:
+    """The settings a ratio model's error depends on: its training, the data, and π (ref_share)."""
+    return field in RATIO_FIELDS or field in ("dataset_options", "ref_share")
 
 
 def ratio_error_table(records: list[dict], dataset: str | None = None) -> pd.DataFrame:
@@ -205,23 +227,40 @@ def ratio_error_table(records: list[dict], dataset: str | None = None) -> pd.Dat
     setting where those differ), ref and σ. Methods sharing a ratio model (tiw_dsm, tiw_nocorr)
     count once."""
     records = [r for r in of_dataset(records, dataset) if r.ratio_error and r.ratio_source == "trained"]
-    marks = setting_marks(records, lambda field: field in RATIO_FIELDS or field == "dataset_options")
+    marks = setting_marks(records, ratio_setting)
     rows = [{"dataset": r.config.dataset, "ratio": r.ratio_kind + mark, "ref": r.config.ref,
              "seed": r.config.seed, **e}
             for r, mark in zip(records, marks) for e in r.ratio_error]
     if not rows:
         raise TiwbenchError("no finished runs with a trained ratio on a dataset with an exact ratio")
     df = pd.DataFrame(rows).drop_duplicates(["dataset", "ratio", "ref", "seed", "sigma"])
+    if "corr_norm" not in df:  # records before the exact size was kept
+        df["corr_norm"] = float("nan")
     return (df.groupby(["dataset", "ratio", "ref", "sigma"])
             .agg(log_r_rmse=("log_r_rmse", "mean"), grad_rmse=("grad_rmse", "mean"),
-                 corr_rmse=("corr_rmse", "mean"), n=("seed", "count")).reset_index())
+                 corr_rmse=("corr_rmse", "mean"), corr_norm=("corr_norm", "mean"),
+                 n=("seed", "count")).reset_index())
 
 
-def ratio_error_by_kind(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(ratio kind, log r RMSE with σ as rows and refs as columns), time-dependent first."""
-    wide = df.pivot_table(index="sigma", columns=["ratio", "ref"], values="log_r_rmse")
+# What the ratio-error tables show: the error of log r, and for time-dependent ratios the error of
+# TIW-DSM's correction σ²∇log r (beside the exact correction's size).
+RATIO_ERRORS = {"log_r_rmse": "RMSE of log r", "corr_rmse": "RMSE of σ²∇log r (TIW-DSM's correction)"}
+
+
+def ratio_error_by_kind(df: pd.DataFrame, value: str = "log_r_rmse") -> list[tuple[str, pd.DataFrame]]:
+    """(ratio kind, `value` with σ as rows and refs as columns), time-dependent first; for the
+    correction error, time-dependent kinds only, with the exact correction's RMS size (|exact|)."""
+    if value == "corr_rmse":
+        df = df[df.ratio.str.startswith("time_dependent")]
+    wide = df.pivot_table(index="sigma", columns=["ratio", "ref"], values=value)
     kinds = sorted(dict.fromkeys(wide.columns.get_level_values(0)), key=natural_key)
-    return [(kind, wide[kind]) for kind in kinds]
+    out = []
+    for kind in kinds:
+        table = wide[kind]
+        if value == "corr_rmse":
+            table = table.assign(**{"|exact|": df[df.ratio == kind].groupby("sigma").corr_norm.mean()})
+        out.append((kind, table))
+    return out
 
 
 def ratio_title(kind: str) -> str:
@@ -231,19 +270,25 @@ def ratio_title(kind: str) -> str:
 
 
 def ratio_error_markdown(df: pd.DataFrame) -> str:
-    """log r RMSE by σ, one table per dataset and ratio kind."""
+    """log r and correction RMSE by σ, one table per dataset, error and ratio kind."""
     parts = []
     for dataset, g in df.groupby("dataset"):
         n = int(g["n"].min())
-        for kind, table in ratio_error_by_kind(g):
-            header = ["σ"] + [f"ref {ref:g}" for ref in table.columns]
-            lines = [f"### {dataset} — {ratio_title(kind)}: RMSE of log r against the exact "
-                     f"ratio, by σ (mean of {n}+ seeds)", "",
-                     "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += [f"| {s:.3g} | " + " | ".join(f"{v:.3g}" for v in row) + " |"
-                      for s, row in zip(table.index, table.to_numpy())]
-            parts.append("\n".join(lines))
+        for value, what in RATIO_ERRORS.items():
+            for kind, table in ratio_error_by_kind(g, value):
+                header = ["σ"] + [ref_heading(ref) for ref in table.columns]
+                lines = [f"### {dataset} — {ratio_title(kind)}: {what} against the exact ratio, by σ "
+                         f"(mean of {n}+ seeds)", "",
+                         "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                lines += [f"| {s:.3g} | " + " | ".join(f"{v:.3g}" for v in row) + " |"
+                          for s, row in zip(table.index, table.to_numpy())]
+                parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+def ref_heading(column) -> str:
+    """'ref 0.05' for a reference size, the name itself for an extra column (|exact|)."""
+    return column if isinstance(column, str) else f"ref {column:g}"
 
 
 def reproduce_commands(records: list[Record], dataset: str) -> list[str]:

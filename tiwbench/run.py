@@ -148,7 +148,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
 
     fid_stats = results / "_cache" / (f"fid-stats-{cfg.dataset}-"
                                       f"{digest([cfg.dataset, cfg.dataset_options, len(data.x_eval)])}.pt")
-    metrics, shares = evaluate.run_metrics(samples, data, dev, fid_stats)
+    metrics, shares, group_accuracy = evaluate.run_metrics(samples, data, dev, fid_stats)
     ratio_error = []
     if ratio_model is not None:
         scalars, ratio_error = evaluate.ratio_diagnostics(ratio_model, data, pi, cfg.seed, ratio_fit)
@@ -161,7 +161,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
                     versions={"tiwbench": __version__, "torch": torch.__version__,
                               "python": platform.python_version()},
                     device=str(dev), processes=dist.world(), ratio_error=ratio_error,
-                    ratio_fit=ratio_fit, train_on=method.train_on, folder=folder,
+                    ratio_fit=ratio_fit, train_on=method.train_on, group_accuracy=group_accuracy, folder=folder,
                     sizes={"bias": len(data.x_bias), "ref": len(data.x_ref), "eval": len(data.x_eval),
                            "samples": len(samples)})
     write_text(record_path(cfg, results), record.to_json())

@@ -70,3 +70,24 @@ def paired_to_baseline(per_seed: pd.DataFrame, baseline: str) -> pd.DataFrame:
     columns = ["dataset", "method", "ref", "alpha", "metric", "diff_vs", "diff_mean", "diff_lo", "diff_hi",
                "diff_n"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def share_floor(target: list[float], n: int) -> float:
+    """Expected bias_l2 of n i.i.d. draws with the target shares: √(Σ t(1 − t) / n)."""
+    return math.sqrt(sum(t * (1 - t) for t in target) / n)
+
+
+def bias_floors(records) -> list[dict]:
+    """Per (dataset, ref): the sampling floor of bias_l2 (N generated samples from a perfect
+    model) and the reference-composition floor (a D_ref drawn i.i.d. from p_data: a method that
+    learns D_ref's own composition stays this far off on average), from the records' sizes and
+    target shares. Records without sizes (older runs) are left out."""
+    seen = {}
+    for r in records:
+        if not r.sizes:
+            continue
+        key = (r.config.dataset, r.config.ref)
+        seen.setdefault(key, {"dataset": key[0], "ref": key[1], "samples": r.sizes["samples"],
+                              "n_ref": r.sizes["ref"], "target": r.target_shares})
+    return [{**f, "sampling": share_floor(f["target"], f["samples"]),
+             "composition": share_floor(f["target"], f["n_ref"])} for f in seen.values()]

@@ -1,0 +1,59 @@
+"""Floors of the bias metric, and the committed tables against the committed records behind them."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tiwbench.cli import app
+from tiwbench.record import Record
+from tiwbench.results import floor_notes
+from tiwbench.stats import bias_floors, share_floor
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = sorted(p.parent for p in (ROOT / "results").glob("*/table.csv") if (p.parent / "runs").is_dir())
+
+
+def test_share_floor_is_the_expected_l2_of_iid_shares():
+    target, n = [0.25, 0.25, 0.25, 0.25], 200
+    g = torch.Generator().manual_seed(0)
+    draws = torch.multinomial(torch.tensor(target), n * 20_000, replacement=True, generator=g).view(20_000, n)
+    shares = torch.stack([(draws == k).double().mean(1) for k in range(4)], 1)
+    rms = float((shares - torch.tensor(target).double()).pow(2).sum(1).mean().sqrt())
+    assert share_floor(target, n) == pytest.approx(rms, rel=0.01)
+    assert share_floor(target, n) == pytest.approx((0.75 / 200) ** 0.5)
+
+
+def record(ref, sizes):
+    return Record.from_dict({"config": {"method": "dsm_obs", "dataset": "gmm_hd", "ref": ref, "seed": 0,
+                                        "ratio": "none"},
+                             "metrics": {"bias_l2": 0.1}, "ratio_source": "none", "ratio_kind": None,
+                             "shares": [0.25] * 4, "target_shares": [0.25] * 4, "feature_space": "data",
+                             "sizes": sizes})
+
+
+def test_floors_come_from_the_records_sizes_and_older_records_have_none():
+    records = [record(0.05, {"bias": 4000, "ref": 200, "eval": 10000, "samples": 10000}),
+               record(0.1, {"bias": 4000, "ref": 400, "eval": 10000, "samples": 10000}), record(0.25, {})]
+    floors = {f["ref"]: f for f in bias_floors(records)}
+    assert set(floors) == {0.05, 0.1}
+    assert floors[0.05]["composition"] == pytest.approx(0.0612, abs=1e-4)
+    assert floors[0.05]["sampling"] == pytest.approx(0.00866, abs=1e-5)
+    note = floor_notes(records)[("gmm_hd", "bias_l2")]
+    assert "ref 0.05: sampling 0.00866 (N = 10,000), reference composition 0.0612 (|D_ref| = 200)" in note
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_committed_tables_rebuild_from_the_committed_records(folder):
+    """What a fresh clone can do: rebuild results/<dataset>/table.csv from its runs/, no training."""
+    dataset = next(Record.read(p).config.dataset for p in (folder / "runs").glob("*/metrics.json"))
+    out = CliRunner().invoke(app, ["table", "--dataset", dataset, "--results", str(folder / "runs"),
+                                   "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    assert out.output == (folder / "table.csv").read_text()
+
+
+def test_every_committed_table_has_its_records():
+    tables = sorted(p.parent.name for p in (ROOT / "results").glob("*/table.csv"))
+    assert tables and tables == [p.name for p in COMMITTED]
