@@ -45,3 +45,32 @@ def test_sweep_then_report_writes_tables_figures_and_html(tmp_path):
     out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--results", str(res), "--out", str(out_dir)])
     assert out.exit_code == 0
     assert len(list((out_dir / "runs").glob("*/metrics.json"))) == 5
+
+
+def test_report_closes_with_the_summary_file_and_refuses_a_missing_one(tmp_path):
+    from tiwbench.record import Record
+
+    runs = tmp_path / "runs"
+    for method in ("dsm_obs", "dsm_ref"):
+        for seed in (0, 1):
+            record = Record.from_dict({"config": {"method": method, "dataset": "gmm2d", "ref": 0.05, "seed": seed,
+                                                  "ratio": "none"},
+                                       "metrics": {"bias_l2": 0.1 + seed / 100 + (method == "dsm_obs")},
+                                       "ratio_source": "none", "ratio_kind": None, "shares": [0.25] * 4,
+                                       "target_shares": [0.25] * 4, "feature_space": "data"})
+            (runs / f"{method}-{seed}").mkdir(parents=True)
+            (runs / f"{method}-{seed}" / "metrics.json").write_text(record.to_json())
+    summary = tmp_path / "summary.md"
+    summary.write_text("dsm_ref wins by 1.0.\n\nBecause <reasons>.\n")
+    out_dir = tmp_path / "out"
+    out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--results", str(runs), "--out", str(out_dir),
+                              "--summary", str(summary)])
+    assert out.exit_code == 0, out.output
+    md = (out_dir / "table.md").read_text()
+    assert md.endswith("## What the numbers say\n\ndsm_ref wins by 1.0.\n\nBecause <reasons>.\n")
+    assert f"--summary {summary}`" in md
+    page = (out_dir / "report.html").read_text()
+    assert "<p>dsm_ref wins by 1.0.</p>" in page and "Because &lt;reasons&gt;." in page
+    out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--results", str(runs), "--out", str(out_dir),
+                              "--summary", str(tmp_path / "missing.md")])
+    assert out.exit_code == 2 and "--summary" in out.output

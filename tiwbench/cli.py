@@ -189,13 +189,15 @@ def report(
     baseline: str = typer.Option("dsm_obs", help="Method the paired differences are taken to."),
     records: bool = typer.Option(True, "--records/--no-records",
                                  help="Also copy the run records behind the tables to OUT/runs [on]."),
+    summary: Path | None = typer.Option(None, help="A Markdown file (your reading of the numbers) that "
+                                        "closes table.md and the report, under 'What the numbers say'."),
 ):
     """Write table.md, the long table.csv, the figures, a self-contained report.html and the run
     records behind them (OUT/runs, which `--results` reads to rebuild the tables)."""
     from .report import write_report
 
     for path in write_report(results, dataset, out or default_out(dataset), records_out=records,
-                             baseline=baseline):
+                             baseline=baseline, summary=summary):
         typer.echo(str(path))
 
 

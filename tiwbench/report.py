@@ -56,7 +56,7 @@ def _image(path: Path) -> str:
 
 
 def render_report(records: list[Record], long: pd.DataFrame, ratio: pd.DataFrame | None, dataset: str,
-                  figures: list[Path], commands: list[str]) -> str:
+                  figures: list[Path], commands: list[str], summary: str = "") -> str:
     """The page's HTML; figures are embedded as data URIs so the file stands alone. `ratio` is
     the ratio-error table, if the dataset has one; `commands` reproduce the runs, then this page."""
     runs = of_dataset(records, dataset)
@@ -87,6 +87,8 @@ def render_report(records: list[Record], long: pd.DataFrame, ratio: pd.DataFrame
                                for s, row in zip(sub.index, sub.to_numpy()))
                 parts += [f"<h3>{html.escape(ratio_title(kind))}: {html.escape(what)}</h3>",
                           f"<table><tr><th>σ</th>{head}</tr>{body}</table>"]
+    if summary:  # the author's reading, paragraph by paragraph, as text
+        parts += ["<h2>What the numbers say</h2>"] + [f"<p>{html.escape(p)}</p>" for p in summary.split("\n\n")]
     parts += ["<h2>Figures</h2>"] + [_image(p) for p in figures]
     parts += ["<h2>Environment</h2>", "<ul>" + "".join(
         f"<li>{html.escape(', '.join(f'{k} {v}' for k, v in v_))}</li>" for v_ in versions) + "</ul>",
@@ -124,18 +126,24 @@ def write_records(records: list[Record], dataset: str, out: Path) -> Path:
 
 
 def write_report(results: Path, dataset: str, out: Path, records_out: bool = True,
-                 baseline: str = BASELINE) -> list[Path]:
+                 baseline: str = BASELINE, summary: Path | None = None) -> list[Path]:
     """Everything a dataset's results folder holds: table.md, table.csv, figures, report.html and
-    (with `records_out`) the run records behind them under OUT/runs."""
+    (with `records_out`) the run records behind them under OUT/runs. `summary` (Markdown) closes
+    table.md and the page under "What the numbers say"."""
     from .plot import all_figures
 
+    try:
+        summary_text = summary.read_text().strip() if summary is not None else ""
+    except OSError as e:
+        raise TiwbenchError(f"--summary: cannot read {summary}: {e.strerror}") from None
     records = load_records(results)
     long = long_table(records, dataset, baseline)
     out.mkdir(parents=True, exist_ok=True)
     folder = "" if results == DEFAULT_RESULTS else f" --results {results}"
     sweeps = [c + folder for c in reproduce_commands(records, dataset)]
-    report = f"tiwbench report --dataset {dataset}{folder}" + ("" if out == default_out(dataset)
-                                                               else f" --out {out}")
+    report = (f"tiwbench report --dataset {dataset}{folder}"
+              + ("" if out == default_out(dataset) else f" --out {out}")
+              + (f" --summary {summary}" if summary is not None else ""))
     listed = "\n".join(f"    {c}" for c in sweeps)
     md = (f"# {dataset}\n\nMade by `{report}` from the runs of\n\n"
           f"{listed}\n\n{CELLS_NOTE}\n\n"
@@ -145,10 +153,13 @@ def write_report(results: Path, dataset: str, out: Path, records_out: bool = Tru
         md += "\n" + ratio_error_markdown(ratio)
     except TiwbenchError:  # no trained ratio on a dataset with an exact one
         ratio = None
+    if summary_text:
+        md += f"\n## What the numbers say\n\n{summary_text}\n"
     written = [out / "table.md", out / "table.csv"]
     written[0].write_text(md)
     written[1].write_text(render(long, "csv"))
     figures = all_figures(records, long, dataset, out)
-    (out / "report.html").write_text(render_report(records, long, ratio, dataset, figures, sweeps + [report]))
+    (out / "report.html").write_text(render_report(records, long, ratio, dataset, figures, sweeps + [report],
+                                                   summary_text))
     runs = [write_records(records, dataset, out)] if records_out else []
     return written + figures + [out / "report.html"] + runs
