@@ -139,3 +139,29 @@ def test_compiled_tiw_step_matches_the_eager_one(gmm2d_data):
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
     for k in weights[0]:
         torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-4, atol=1e-6)
+
+
+def test_loss_curves_per_sigma_band_survive_an_interruption(gmm2d_data, tmp_path):
+    x, cfg = gmm2d_data.x_bias, TrainConfig(steps=200, batch_size=64, checkpoint_every=50)
+
+    def run(ckpt, on_step=lambda step: None):
+        curves = []
+        train_score(DSMObs(), fresh_denoiser(), x, 0.05, None, 1.0, cfg, seed=3, ckpt_path=ckpt,
+                    on_step=on_step, curves=curves)
+        return curves
+
+    reference = run(tmp_path / "a.pt")
+    assert sorted({c["step"] for c in reference}) == list(range(4, 201, 4))  # 50 points
+    assert {c["band"] for c in reference} <= {0, 1, 2, 3} and {1, 2} <= {c["band"] for c in reference}
+    assert all(c["loss"] > 0 for c in reference)
+
+    def interrupt(step):
+        if step == 101:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        run(tmp_path / "b.pt", on_step=interrupt)
+    resumed = run(tmp_path / "b.pt")
+    assert [(c["step"], c["band"]) for c in resumed] == [(c["step"], c["band"]) for c in reference]
+    same = [c for c, d in zip(resumed, reference) if c["step"] != 104]  # the point cut by the stop
+    assert same == [d for d in reference if d["step"] != 104]

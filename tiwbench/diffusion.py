@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .bands import SIGMA_MAX, SIGMA_MIN  # noqa: F401 - the sampler's range, re-exported
+
 P_MEAN, P_STD = -1.2, 1.2
-SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
+RHO = 7.0
 
 
 def append_dims(v: Tensor, ndim: int) -> Tensor:

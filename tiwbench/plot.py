@@ -3,14 +3,16 @@ trade-off over α (the paper's Figure 7), ratio error vs σ (Figure 2), sample g
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from .bands import N_BANDS, band_label
 from .errors import TiwbenchError
 from .record import Record
-from .results import natural_key, ratio_error_table
+from .results import method_label, natural_key, ratio_error_table
 from .stats import bias_floors
 
 COLORS = {"dsm_obs": "tab:gray", "dsm_ref": "tab:green", "iw_dsm": "tab:orange",
@@ -133,6 +135,47 @@ def ratio_error_vs_sigma(records: list[Record], dataset: str, out: Path) -> Path
     return _save(fig, out / "ratio_error_vs_sigma.png")
 
 
+def training_curves(records: list[Record], dataset: str, out: Path) -> Path | None:
+    """One seed per method at the smallest reference size: the score network's loss per σ band
+    over training (top row), and the discriminators' training and held-out BCE per band (bottom
+    row: the time-dependent ratio; the clean-data ratio in the first panel)."""
+    runs = [r for r in records if r.config.dataset == dataset and r.config.alpha == 1 and r.score_curves]
+    if not runs:
+        return None
+    ref, seed = min(r.config.ref for r in runs), min(r.config.seed for r in runs)
+    runs = sorted((r for r in runs if r.config.ref == ref and r.config.seed == seed), key=method_label)
+    fits = {r.ratio_kind: r.ratio_fit for r in runs if r.ratio_fit and r.ratio_fit.get("curves")}
+    plt = _plt()
+    rows = 2 if fits else 1
+    fig, axes = plt.subplots(rows, N_BANDS, figsize=(3.2 * N_BANDS, 2.9 * rows), squeeze=False)
+    for r in runs:
+        label = method_label(r)
+        for k in range(N_BANDS):
+            points = [(c["step"], c["loss"]) for c in r.score_curves if c["band"] == k]
+            if points:
+                axes[0][k].plot(*zip(*points), color=method_color(label), lw=1, label=label)
+    for k in range(N_BANDS):
+        axes[0][k].set_title(f"score loss, σ in {band_label(k)}", fontsize=9)
+        axes[0][k].set_yscale("log")
+    axes[0][0].legend(fontsize=6, frameon=False)
+    for kind, fit in fits.items():
+        for c_key, style in (("train_bce", "--"), ("val_bce", "-")):
+            for k in range(N_BANDS if kind == "time_dependent" else 1):
+                points = [(c["step"], c[c_key]) for c in fit["curves"] if c["band"] == k]
+                color = "C0" if kind == "time_dependent" else "C3"
+                axes[1][k].plot(*zip(*points), style, color=color, lw=1,
+                                label=f"{kind.replace('_', '-')} {'held-out' if c_key == 'val_bce' else 'train'}")
+    for k in range(N_BANDS if fits else 0):
+        axes[1][k].set_title(f"discriminator BCE, σ in {band_label(k)}", fontsize=9)
+        axes[1][k].set_xlabel("step")
+        axes[1][k].axhline(math.log(2), color="0.6", lw=0.8)
+    if fits:
+        axes[1][0].legend(fontsize=6, frameon=False)
+    fig.suptitle(f"{dataset}: training curves at ref {ref:g}, seed {seed}")
+    fig.tight_layout()
+    return _save(fig, out / "training_curves.png")
+
+
 def sample_grids(records: list[Record], dataset: str, out: Path, seed: int = 0) -> Path | None:
     """Each method's samples.png at the smallest reference size, side by side."""
     runs = [r for r in records if r.config.dataset == dataset and r.config.seed == seed and r.config.alpha == 1]
@@ -168,5 +211,5 @@ def all_figures(records: list[Record], long: pd.DataFrame, dataset: str, out: Pa
     made = [metric_vs_ref(long, dataset, m, out, floors)
             for m in metrics if m.startswith(("bias_l2", "fd_", "fid"))]
     made += [alpha_tradeoff(long, dataset, out), ratio_error_vs_sigma(records, dataset, out),
-             sample_grids(records, dataset, out)]
+             training_curves(records, dataset, out), sample_grids(records, dataset, out)]
     return [p for p in made if p is not None]

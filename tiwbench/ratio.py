@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .diffusion import SIGMA_MAX, SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma, to_model_space
+from .bands import BAND_EDGES, N_BANDS, VAL_SIGMAS, band_label
+from .diffusion import SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma, to_model_space
 from .errors import Interrupted
 from .signals import stop_requests
 
@@ -177,19 +178,7 @@ class BandedNet(nn.Module):
         return out
 
 
-# Held-out evaluation grid: 12 log-spaced σ in 4 bands of 3 (the first bands are where a
-# memorising discriminator does its damage, the last where TIW-DSM's correction is largest).
-VAL_SIGMAS = [float(SIGMA_MIN * (SIGMA_MAX / SIGMA_MIN) ** (i / 11)) for i in range(12)]
-N_BANDS = 4
-BAND_EDGES = [math.sqrt(VAL_SIGMAS[3 * k + 2] * VAL_SIGMAS[3 * k + 3]) for k in range(N_BANDS - 1)]
 SELECTIONS = ("band", "global", "last")
-
-
-def band_label(k: int) -> str:
-    """σ range of band k, e.g. '0.4-7.2'."""
-    lo = SIGMA_MIN if k == 0 else BAND_EDGES[k - 1]
-    hi = SIGMA_MAX if k == N_BANDS - 1 else BAND_EDGES[k]
-    return f"{lo:.2g}-{hi:.2g}"
 
 
 @dataclass(frozen=True)

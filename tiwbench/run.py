@@ -129,10 +129,11 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     denoiser = Denoiser(recipe.score_net(cfg.net), data.sigma_data).to(dev)
     x_train, pi, strata = training_set(method, data, cfg.ref_share)
     train_cfg = cfg.train_config(strata=(strata[0], round(strata[1] * cfg.batch_size)) if strata else ())
+    score_curves: list[dict] = []
     with progress_bar(f"score ({cfg.method})", cfg.steps) as update:
         ema = train_score(method, denoiser, x_train, pi, ratio_model, cfg.alpha, train_cfg,
                           cfg.seed, folder / "checkpoint.pt", on_step=update, precision=cfg.precision,
-                          compile=compile)
+                          compile=compile, curves=score_curves)
     timing["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -161,7 +162,8 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
                     versions={"tiwbench": __version__, "torch": torch.__version__,
                               "python": platform.python_version()},
                     device=str(dev), processes=dist.world(), ratio_error=ratio_error,
-                    ratio_fit=ratio_fit, train_on=method.train_on, group_accuracy=group_accuracy, folder=folder,
+                    ratio_fit=ratio_fit, train_on=method.train_on, group_accuracy=group_accuracy,
+                    score_curves=score_curves, folder=folder,
                     sizes={"bias": len(data.x_bias), "ref": len(data.x_ref), "eval": len(data.x_eval),
                            "samples": len(samples)})
     write_text(record_path(cfg, results), record.to_json())

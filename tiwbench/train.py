@@ -17,7 +17,7 @@ from .checkpoint import load_torch, save_torch
 from .diffusion import Batch, Denoiser, sample_training_sigma, to_model_space
 from .errors import Interrupted, TiwbenchError
 from .methods.base import Method
-from .ratio import DensityRatio, TrainingRatio
+from .ratio import BAND_EDGES, N_BANDS, DensityRatio, TrainingRatio
 from .signals import stop_requests
 from .streams import generator
 
@@ -59,6 +59,10 @@ class TrainStep:
         if compile and ratio_model is not None:  # the whole TIW step: score and ratio networks
             ratio_model = ratio_model.compiled()
         self.ratio = TrainingRatio(ratio_model, pi) if ratio_model is not None else None
+        # the loss per σ band since the last `band_losses()` (sums and counts, on the device)
+        self.edges = torch.tensor(BAND_EDGES, device=self.device)
+        self.band_sum = torch.zeros(N_BANDS, device=self.device)
+        self.band_n = torch.zeros(N_BANDS, device=self.device)
 
     def __call__(self, x0: Tensor, sigma: Tensor, noise: Tensor, lr: float) -> Tensor:
         """Returns the (detached) mean loss without waiting for it: the caller checks it (a
@@ -72,14 +76,24 @@ class TrainStep:
             with (self.model.no_sync() if ddp and k < accum - 1 else nullcontext()), \
                     autocast(self.device, self.precision):
                 batch = Batch(x0[micro], sigma[micro], noise[micro], self.denoiser.precond)
-                loss = self.method.loss(batch, self.model, self.ratio, self.alpha).float().mean() / accum
+                per_sample = self.method.loss(batch, self.model, self.ratio, self.alpha).float()
+                loss = per_sample.mean() / accum
             loss.backward()
             total += loss.detach()
+            band = torch.bucketize(sigma[micro], self.edges)
+            self.band_sum.index_add_(0, band, per_sample.detach())
+            self.band_n.index_add_(0, band, torch.ones_like(per_sample))
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.cfg.grad_clip)
         self.opt.step()
         self.ema.update_parameters(self.denoiser)
         return total
+
+    def band_losses(self) -> list[float | None]:
+        """Mean loss per σ band since the last call (None for a band no sample fell in); resets."""
+        means = [float(s / n) if n > 0 else None for s, n in zip(self.band_sum.tolist(), self.band_n.tolist())]
+        self.band_sum.zero_(), self.band_n.zero_()
+        return means
 
 
 def upload(t: Tensor, device: torch.device) -> Tensor:
@@ -106,10 +120,13 @@ def draw_indices(n: int, batch: int, strata: tuple[int, int] | tuple, gen: torch
 LOSS_CHECK_EVERY = 50
 
 
+CURVE_POINTS = 50  # points of the loss curve a run records
+
+
 def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                 ratio_model: DensityRatio | None, alpha: float, cfg: TrainConfig, seed: int,
                 ckpt_path: Path, on_step: Callable[[int], None] = lambda step: None,
-                precision: str = "fp32", compile: bool = False) -> AveragedModel:
+                precision: str = "fp32", compile: bool = False, curves: list | None = None) -> AveragedModel:
     """Minimise the mean of `method.loss` over draws from `x_train`; returns the EMA denoiser.
 
     Every process draws the same global batch from one seeded generator and takes its slice
@@ -117,13 +134,15 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
     `ckpt_path` when it holds a checkpoint of this configuration, checkpoints every
     `cfg.checkpoint_every` steps, at the end, and on SIGINT/SIGTERM (then raises Interrupted).
     A non-finite loss stops training (TiwbenchError naming its step) at the next loss check.
+    `curves`, if given, receives about CURVE_POINTS points {step, band, loss}: the mean loss per σ
+    band (ratio.BAND_EDGES) since the previous point, of this process's slice; kept across resumes.
     """
     train_step = TrainStep(method, denoiser, ratio_model, alpha, pi, cfg, precision, compile)
     device, ema, opt = train_step.device, train_step.ema, train_step.opt
     x_train = x_train.to(device)
     gen = generator(seed, "batches")
     flip_gen = generator(seed, "xflip")  # augmentation draws leave `gen` unchanged
-    step = 0
+    step, done_curves = 0, []
     if ckpt_path.exists():
         state = load_torch(ckpt_path, expect=asdict(cfg))
         try:
@@ -133,6 +152,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
             gen.set_state(state["rng"])
             flip_gen.set_state(state["flip_rng"])
             step = int(state["step"])
+            done_curves = list(state.get("curves", []))
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise TiwbenchError(f"the checkpoint {ckpt_path} is incomplete or does not fit this network "
                                 f"({type(e).__name__}); delete it to retrain") from None
@@ -146,7 +166,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
             save_torch(ckpt_path, {"model": denoiser.state_dict(), "ema": ema.state_dict(),
                                    "opt": opt.state_dict(), "rng": gen.get_state(),
                                    "flip_rng": flip_gen.get_state(), "step": step,
-                                   "config": asdict(cfg)})
+                                   "config": asdict(cfg), "curves": done_curves})
 
     unchecked: list[Tensor] = []  # the losses of the steps before `step`, not yet looked at
 
@@ -161,6 +181,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
             raise TiwbenchError(f"non-finite loss at step {first + finite.index(False)}; the last good "
                                 f"checkpoint is kept at {ckpt_path}")
 
+    curve_every = max(1, cfg.steps // CURVE_POINTS)
     on_step(step)
     denoiser.train()
     with stop_requests() as stop:
@@ -180,6 +201,9 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                 x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
             unchecked.append(train_step(x0, sigma, noise, lr))
             step += 1
+            if step % curve_every == 0 or step == cfg.steps:
+                done_curves += [{"step": step, "band": k, "loss": v}
+                                for k, v in enumerate(train_step.band_losses()) if v is not None]
             on_step(step)
             at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
             if at_checkpoint or len(unchecked) == LOSS_CHECK_EVERY:
@@ -187,4 +211,6 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
             if at_checkpoint:
                 save()
     ema.eval()
+    if curves is not None:
+        curves += done_curves
     return ema
