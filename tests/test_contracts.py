@@ -123,7 +123,7 @@ def example_value(f):
     """A valid value of every CLI field that differs from its default."""
     special = {"ratio": "trained", "precision": "bf16", "net": "mlp", "dataset_options": (("dim", "8"),),
                "ema_decay": 0.99, "ratio_batch_size": 64, "sample_steps": 12, "ratio_select": "global",
-               "ratio_holdout": 0.3}
+               "ratio_holdout": 0.3, "fid_ref": "eval"}  # gmm_hd has no training set for --fid-ref train
     if f.name in special:
         return special[f.name]
     kind = field_type(f)
@@ -139,7 +139,7 @@ def test_every_run_option_round_trips_through_the_command_line(ratio):
         values |= {"ratio": "oracle"} | {name: neutral(FIELDS[name]) for name in RATIO_FIELDS}
     cfg = RunConfig(method="tiw_dsm", dataset="gmm_hd", ref=0.25, seed=3, alpha=0.5, **values)
     flags = cli_flags({f.name: getattr(cfg, f.name) for f in CLI_FIELDS}, {})
-    unused = len(RATIO_FIELDS) if ratio == "oracle" else 1  # else: --ratio trained is the default
+    unused = 1 + (len(RATIO_FIELDS) if ratio == "oracle" else 1)  # --fid-ref eval; --ratio trained
     assert len(flags) >= len(CLI_FIELDS) - unused  # every field that differs from its default
     args = ["run", "--method", "tiw_dsm", "--dataset", "gmm_hd", "--ref", "0.25", "--seed", "3",
             "--alpha", "0.5", *" ".join(flags).split(), "--dry-run"]

@@ -16,6 +16,7 @@ from tiwbench.datasets.real import CelebA, Cifar10LT, Cifar100LT, FFHQGender
 from tiwbench.datasets.shapes import BIAS_SHARES, Shapes32
 from tiwbench.errors import TiwbenchError
 from tiwbench.nets.unet import UNet, unet_config
+from tiwbench.record import Record
 
 runner = CliRunner()
 
@@ -190,10 +191,8 @@ def test_missing_files_give_one_instructive_line(dataset, expected, tmp_path):
     assert not any(tmp_path.iterdir())  # a run that fails before it starts leaves no folder
 
 
-@pytest.mark.slow
-def test_fid_uses_clean_fid_inception_weights_when_given(tmp_path, monkeypatch):
-    """A stand-in TorchScript file with the Inception file's interface checks our plumbing:
-    resize, features, cached reference statistics, and FID(x, x) = 0."""
+def write_stand_in_inception(folder):
+    """A TorchScript file with the interface of clean-fid's Inception file (x -> 2048 features)."""
     from torch import nn
 
     from tiwbench import evaluate
@@ -214,7 +213,17 @@ def test_fid_uses_clean_fid_inception_weights_when_given(tmp_path, monkeypatch):
         def forward(self, x):
             return self.layers(x)
 
-    torch.jit.script(Fake()).save(str(tmp_path / evaluate.INCEPTION_FILE))
+    torch.manual_seed(0)
+    torch.jit.script(Fake()).save(str(folder / evaluate.INCEPTION_FILE))
+
+
+@pytest.mark.slow
+def test_fid_uses_clean_fid_inception_weights_when_given(tmp_path, monkeypatch):
+    """A stand-in TorchScript file with the Inception file's interface checks our plumbing:
+    resize, features, cached reference statistics, and FID(x, x) = 0."""
+    from tiwbench import evaluate
+
+    write_stand_in_inception(tmp_path)
     assert evaluate.inception_folder() is None
     monkeypatch.setenv("TIWBENCH_INCEPTION", str(tmp_path))
     assert evaluate.inception_folder() == tmp_path
@@ -225,6 +234,47 @@ def test_fid_uses_clean_fid_inception_weights_when_given(tmp_path, monkeypatch):
     assert evaluate.fid(x, x, extractor, stats) == pytest.approx(0, abs=1e-3)
     assert stats.exists()
     assert evaluate.fid(y, x, extractor, stats) > 1.0
+
+
+class QuickCifar10LT(Cifar10LT):
+    name = "cifar10_lt_quick"
+    classifier_steps = 5
+
+
+@pytest.mark.slow
+def test_cifar_run_scores_fid_against_the_balanced_training_set(tmp_path, monkeypatch):
+    """The paper's protocol on the small CIFAR fixture: --fid-ref train --fid-samples 100 scores
+    100 samples against the statistics of the 500 training images, and the record says so."""
+    data, inception, results = tmp_path / "data", tmp_path / "inception", tmp_path / "runs"
+    write_cifar(data, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+                b"labels", 10, 10)
+    inception.mkdir()
+    write_stand_in_inception(inception)
+    monkeypatch.setenv("TIWBENCH_INCEPTION", str(inception))
+    registry.register("dataset", QuickCifar10LT)
+    try:
+        args = ["run", "--method", "dsm_obs", "--dataset", "cifar10_lt_quick", "--ref", "0.1", "--net", "tiny",
+                "--steps", "2", "--batch-size", "8", "--num-samples", "20", "--sample-steps", "2",
+                "--dataset-option", "n_bias=200", "--dataset-option", "imbalance=2", "--data-root", str(data),
+                "--results", str(results)]
+        out = runner.invoke(app, [*args, "--fid-ref", "train", "--fid-samples", "100"])
+        assert out.exit_code == 0, out.output
+        (record,) = [Record.read(p) for p in results.glob("*/metrics.json")]
+        assert record.fid_protocol == {"reference": "train", "reference_size": 500, "samples": 100}
+        assert record.sizes["samples"] == 20 and record.metrics["fid"] > 0
+        assert len(list((results / "_cache").glob("fid-stats-cifar10_lt_quick-*.pt"))) == 1
+        out = runner.invoke(app, [*args, "--fid-ref", "eval", "--fid-samples", "0"])
+        assert out.exit_code == 0, out.output
+        protocols = sorted(str(Record.read(p).fid_protocol) for p in results.glob("*/metrics.json"))
+        assert protocols == [str({"reference": "eval", "reference_size": 100, "samples": 20}),
+                             str({"reference": "train", "reference_size": 500, "samples": 100})]
+    finally:
+        registry.unregister("dataset", QuickCifar10LT.name)
+    # datasets without a balanced training set refuse the protocol before any work
+    out = runner.invoke(app, ["run", "--method", "dsm_obs", "--dataset", "digits_lt", "--ref", "0.1",
+                              "--fid-ref", "train", "--results", str(tmp_path / "none")])
+    assert out.exit_code == 2 and "--fid-ref train needs a balanced training set" in out.output
+    assert Cifar10LT.defaults["fid_ref"] == "train" and Cifar10LT.defaults["fid_samples"] == 50_000
 
 
 @pytest.mark.parametrize("batch, message", [

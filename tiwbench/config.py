@@ -94,6 +94,11 @@ class RunConfig:
     ratio_sigma_floor: float = option(0.0, "Below this σ (in units of σ_data) the discriminator's network sees "
                                       "this σ (0 = off).", check=at_least(0), ratio_training=True)
     sample_steps: int = option(18, "Heun sampler steps.", check=at_least(2))
+    fid_ref: str = option("eval", "FID reference statistics: eval (the evaluation set) | train (the dataset's "
+                          "balanced training set, the paper's protocol) [dataset default].",
+                          check=one_of("eval", "train"))
+    fid_samples: int = option(0, "Samples FID scores; 0 = --num-samples (the paper: 50,000) [dataset default].",
+                              check=at_least(0))
     num_samples: int = option(10_000, "Samples generated for the metrics.", check=at_least(2))
     net: str = option("", "Score-network preset (images: tiny, ddpmpp32, ddpmpp64) [dataset default].")
     accum: int = option(1, "Gradient-accumulation micro-batches per process.", check=at_least(1))
@@ -262,6 +267,9 @@ def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfi
     if values.get("net") and values["net"] not in recipe_cls.nets:
         raise TiwbenchError(f"--net {values['net']!r} does not suit dataset {dataset!r}; "
                             f"choose from {', '.join(recipe_cls.nets)}")
+    if values.get("fid_ref") == "train" and not recipe_cls.has_fid_train:
+        raise TiwbenchError(f"--fid-ref train needs a balanced training set, which dataset {dataset!r} "
+                            "does not have; use --fid-ref eval")
     ratio = values.get("ratio", "trained")
     if ratio == "oracle" and method_cls.ratio and not recipe_cls.has_exact_ratio:
         raise TiwbenchError(f"--ratio oracle needs an exact density ratio, which dataset "

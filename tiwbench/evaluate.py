@@ -14,6 +14,7 @@ from torch import Tensor
 from . import dist
 from .diffusion import P_MEAN, P_STD, SIGMA_MAX, SIGMA_MIN, DenoiseFn, heun_sample, to_model_space
 from .ratio import DensityRatio, log_r_and_grad
+from .streams import digest
 
 
 def generate(denoise: DenoiseFn, n: int, shape: tuple[int, ...], steps: int, seed: int,
@@ -208,15 +209,13 @@ def prdc_metrics(real: Tensor, fake: Tensor, k: int = PRDC_K, n: int = PRDC_N) -
     return {name: float(out[name]) for name in ("precision", "recall", "density", "coverage")}
 
 
-def run_metrics(samples: Tensor, data, device: torch.device,
-                fid_stats: Path) -> tuple[dict, list[float], list[float]]:
+def run_metrics(samples: Tensor, data) -> tuple[dict, list[float], list[float]]:
     """A run's sample metrics: bias against the target shares (raw, and corrected through the
     attribute classifier's confusion matrix measured on the labelled evaluation set, which the
     classifier never trained on), the Fréchet distance and
     precision/recall/density/coverage in the dataset's feature space, the attribute classifier's
-    held-out accuracy and, for images with clean-fid's weights at hand, FID (reference statistics
-    cached at `fid_stats`). Returns the metrics, the generated shares and the classifier's
-    accuracy per group."""
+    held-out accuracy (FID: `run_fid`). Returns the metrics, the generated shares and the
+    classifier's accuracy per group."""
     metrics = bias_metrics(data.attribute(samples), data.target_shares)
     shares = metrics.pop("shares")
     predicted_eval = data.attribute(data.x_eval)
@@ -227,10 +226,22 @@ def run_metrics(samples: Tensor, data, device: torch.device,
     metrics[f"fd_{data.feature_space}"] = frechet_distance(fake, real)
     metrics.update(prdc_metrics(real, fake))
     metrics["attr_acc"] = float((predicted_eval == data.eval_labels).double().mean())
-    inception = inception_folder() if data.is_image else None
-    if inception is not None:  # real FID only with clean-fid's own Inception weights
-        metrics["fid"] = fid(samples, data.x_eval, InceptionFeatures(inception, device), fid_stats)
     return metrics, shares, [round(float(a), 6) for a in confusion.diagonal()]
+
+
+def run_fid(samples: Tensor, data, fid_ref: str, device: torch.device,
+            cache: Path, tag: list) -> tuple[float, dict] | None:
+    """FID of `samples` against the evaluation set (`fid_ref` eval) or the dataset's balanced
+    training set (train: the paper's protocol), with clean-fid's Inception weights; None without
+    them or for vector data. Reference statistics are cached once per dataset, options and
+    reference under `cache`. Returns the FID and the protocol used (for the record)."""
+    inception = inception_folder() if data.is_image else None
+    if inception is None:  # real FID only with clean-fid's own Inception weights
+        return None
+    reference = data.x_eval if fid_ref == "eval" else data.fid_train()
+    stats = cache / f"fid-stats-{tag[0]}-{digest([*tag, fid_ref, len(reference)])}.pt"
+    value = fid(samples, reference, InceptionFeatures(inception, device), stats)
+    return value, {"reference": fid_ref, "reference_size": len(reference), "samples": len(samples)}
 
 
 def ratio_diagnostics(model: DensityRatio, data, pi: float, seed: int,

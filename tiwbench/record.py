@@ -32,6 +32,7 @@ class Record:
     device: str = "?"
     processes: int = 1
     ratio_error: list[dict[str, float]] = field(default_factory=list)  # per σ, where exact ratio known
+    fid_protocol: dict | None = None  # reference (eval | train), its size, samples scored
     score_curves: list[dict] = field(default_factory=list)  # score loss per σ band over training
     ratio_fit: dict | None = None  # a trained ratio's held-out curves and chosen steps (RatioFit.summary)
     group_accuracy: list[float] = field(default_factory=list)  # the attribute classifier's, per group

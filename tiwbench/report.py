@@ -103,8 +103,14 @@ def feature_space_note(records: list[Record], dataset: str) -> str:
     says = {"data": "`fd_data` is the Fréchet distance in data space (the raw coordinates), not FID"}
     parts = [says.get(s, f"`fd_{s}` is the Fréchet distance in the penultimate layer of the attribute "
                           f"classifier that tiwbench trains for this dataset, not FID") for s in spaces]
-    return "; ".join(parts) + ("; `fid` uses clean-fid's Inception features." if any(
-        "fid" in r.metrics for r in records) else ".")
+    names = {"eval": "the evaluation set", "train": "the balanced training set"}
+    protocols = sorted({(p["samples"], p["reference"], p["reference_size"]) for r in of_dataset(records, dataset)
+                        if (p := r.fid_protocol)})
+    if any("fid" in r.metrics for r in of_dataset(records, dataset)):
+        parts.append("`fid` uses clean-fid's Inception features" + "".join(
+            f"; {n:,} samples against the statistics of {names.get(ref, ref)} ({size:,} images)"
+            for n, ref, size in protocols))
+    return "; ".join(parts) + "."
 
 
 def write_records(records: list[Record], dataset: str, out: Path) -> Path:

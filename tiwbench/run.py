@@ -21,7 +21,7 @@ from .methods.base import Method, guided
 from .ratio import TrainingRatio
 from .ratio_cache import ratio_model_for
 from .record import RECORD_NAME, Record
-from .streams import digest, stream_seed
+from .streams import stream_seed
 from .train import autocast, train_score
 
 
@@ -137,19 +137,23 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     timing["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    with progress_bar("sampling", cfg.num_samples) as update, autocast(dev, cfg.precision):
+    n_generate = max(cfg.num_samples, cfg.fid_samples)  # FID may score more samples than the rest
+    with progress_bar("sampling", n_generate) as update, autocast(dev, cfg.precision):
         ratio = TrainingRatio(ratio_model, pi) if ratio_model is not None else None
         denoise = guided(torch.compile(ema) if compile else ema, method, ratio, cfg.alpha)
-        samples = evaluate.generate(denoise, cfg.num_samples, tuple(data.x_bias.shape[1:]), cfg.sample_steps,
+        generated = evaluate.generate(denoise, n_generate, tuple(data.x_bias.shape[1:]), cfg.sample_steps,
                                     seed=stream_seed(cfg.seed, "sampling"), device=dev, on_chunk=update,
                                     chunk=cfg.batch_size if data.is_image else 10_000)
     timing["sample_s"] = time.perf_counter() - t0
     if not dist.is_main():
         return None
 
-    fid_stats = results / "_cache" / (f"fid-stats-{cfg.dataset}-"
-                                      f"{digest([cfg.dataset, cfg.dataset_options, len(data.x_eval)])}.pt")
-    metrics, shares, group_accuracy = evaluate.run_metrics(samples, data, dev, fid_stats)
+    samples = generated[:cfg.num_samples]
+    metrics, shares, group_accuracy = evaluate.run_metrics(samples, data)
+    fid = evaluate.run_fid(generated[:cfg.fid_samples or cfg.num_samples], data, cfg.fid_ref, dev,
+                           results / "_cache", [cfg.dataset, cfg.dataset_options])
+    if fid is not None:
+        metrics["fid"] = fid[0]
     ratio_error = []
     if ratio_model is not None:
         scalars, ratio_error = evaluate.ratio_diagnostics(ratio_model, data, pi, cfg.seed, ratio_fit)
@@ -163,7 +167,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
                               "python": platform.python_version()},
                     device=str(dev), processes=dist.world(), ratio_error=ratio_error,
                     ratio_fit=ratio_fit, train_on=method.train_on, group_accuracy=group_accuracy,
-                    score_curves=score_curves, folder=folder,
+                    score_curves=score_curves, fid_protocol=fid[1] if fid else None, folder=folder,
                     sizes={"bias": len(data.x_bias), "ref": len(data.x_ref), "eval": len(data.x_eval),
                            "samples": len(samples)})
     write_text(record_path(cfg, results), record.to_json())

@@ -39,6 +39,7 @@ class BenchmarkData(Splits):
     feature_space: str
     exact_ratio: Callable[[bool], ExactRatio] | None = None  # time_dependent -> oracle
     sample_bias: Callable[[int, object], Tensor] | None = None  # fresh D_bias-distributed draws
+    fid_train: Callable[[], Tensor] | None = None  # the balanced training set, for `--fid-ref train`
 
     @property
     def is_image(self) -> bool:
@@ -56,6 +57,7 @@ class DatasetRecipe:
     name: ClassVar[str]
     description: ClassVar[str]
     has_exact_ratio: ClassVar[bool] = False
+    has_fid_train: ClassVar[bool] = False  # whether `build` gives `fid_train` (`--fid-ref train`)
     defaults: ClassVar[dict] = {}
     nets: ClassVar[tuple[str, ...]] = ()  # the score-network presets `--net` accepts
 

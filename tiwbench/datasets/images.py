@@ -66,7 +66,12 @@ class ImageRecipe(DatasetRecipe):
             **{f.name: getattr(s, f.name) for f in fields(Splits)}, sigma_data=0.5,
             attribute=lambda x: batched(clf, x).argmax(1),
             features=lambda x: batched(clf.features, x),
-            feature_space=f"{self.name}_clf")
+            feature_space=f"{self.name}_clf",
+            fid_train=(lambda: self.fid_train_images(data_root)) if self.has_fid_train else None)
+
+    def fid_train_images(self, data_root: Path | None) -> Tensor:
+        """The balanced training set whose statistics `--fid-ref train` scores against."""
+        raise NotImplementedError
 
     def score_net(self, preset: str = "") -> nn.Module:
         return UNet(unet_config(preset or self.unet_preset, self.img_channels, self.img_resolution))

@@ -98,7 +98,9 @@ class CifarLT(ImageRecipe):
     reads_files = True
     folder, files, label_key = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], b"labels"
     test_file = "test_batch"
-    defaults = {"batch_size": 256, "lr": 1e-3, "steps": 100_000, "ratio_steps": 10_000}
+    has_fid_train = True  # CIFAR's training split is balanced: the paper's FID reference
+    defaults = {"batch_size": 256, "lr": 1e-3, "steps": 100_000, "ratio_steps": 10_000,
+                "fid_ref": "train", "fid_samples": 50_000}
 
     def __init__(self, imbalance: float = 100.0, n_bias: int = 10_000):
         self.imbalance, self.n_bias = float(imbalance), int(n_bias)
@@ -129,6 +131,9 @@ class CifarLT(ImageRecipe):
 
     def classifier_data(self, data_root, cache_dir=None):
         return self.read(data_root, train=True)
+
+    def fid_train_images(self, data_root):
+        return self.read(data_root, train=True)[0]
 
 
 class Cifar10LT(CifarLT):
