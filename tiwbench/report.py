@@ -79,7 +79,7 @@ def render_report(records: list[Record], long: pd.DataFrame, ratio: pd.DataFrame
         parts.append("<h2>Density-ratio error by σ</h2>"
                      "<p>Against the exact ratio, mean over seeds: the error of log r, and for "
                      "time-dependent ratios the error of TIW-DSM's correction σ²∇log r beside the "
-                     "exact correction's size (|exact|).</p>")
+                     "exact correction's RMS size.</p>")
         for value, what in RATIO_ERRORS.items():
             for kind, sub in ratio_error_by_kind(ratio, value):
                 head = "".join(f"<th>{html.escape(ref_heading(r))}</th>" for r in sub.columns)

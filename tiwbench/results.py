@@ -249,7 +249,7 @@ RATIO_ERRORS = {"log_r_rmse": "RMSE of log r", "corr_rmse": "RMSE of σ²∇log 
 
 def ratio_error_by_kind(df: pd.DataFrame, value: str = "log_r_rmse") -> list[tuple[str, pd.DataFrame]]:
     """(ratio kind, `value` with σ as rows and refs as columns), time-dependent first; for the
-    correction error, time-dependent kinds only, with the exact correction's RMS size (|exact|)."""
+    correction error, time-dependent kinds only, with the exact correction's RMS size (exact size)."""
     if value == "corr_rmse":
         df = df[df.ratio.str.startswith("time_dependent")]
     wide = df.pivot_table(index="sigma", columns=["ratio", "ref"], values=value)
@@ -258,7 +258,7 @@ def ratio_error_by_kind(df: pd.DataFrame, value: str = "log_r_rmse") -> list[tup
     for kind in kinds:
         table = wide[kind]
         if value == "corr_rmse":
-            table = table.assign(**{"|exact|": df[df.ratio == kind].groupby("sigma").corr_norm.mean()})
+            table = table.assign(**{"exact size": df[df.ratio == kind].groupby("sigma").corr_norm.mean()})
         out.append((kind, table))
     return out
 
@@ -287,7 +287,7 @@ def ratio_error_markdown(df: pd.DataFrame) -> str:
 
 
 def ref_heading(column) -> str:
-    """'ref 0.05' for a reference size, the name itself for an extra column (|exact|)."""
+    """'ref 0.05' for a reference size, the name itself for an extra column (exact size)."""
     return column if isinstance(column, str) else f"ref {column:g}"
 
 
