@@ -115,3 +115,18 @@ def test_trained_model_beats_the_untrained_one_on_the_correction(gmm2d_data):
                       torch.Generator().manual_seed(0))
     after = corr_err(ratio_error(fit.model, exact, x0, 0.05, 0), data.sigma_data)
     assert after < 0.8 * before, (before, after)
+
+
+def test_only_the_time_dependent_ratio_gets_the_large_sigma_term(tmp_path):
+    """The term is the limit σ → ∞; a clean-data classifier never sees a large σ (on digits_lt a
+    linear term at σ_min, weighted 1/σ_data², made its held-out BCE 3.0 where chance is 0.69)."""
+    from tiwbench import registry
+    from tiwbench.config import resolve_config
+    from tiwbench.ratio_cache import ratio_model_for
+
+    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_steps=20)
+    recipe = registry.get_dataset("gmm2d")
+    data = recipe.build(0.05, 0)
+    for kind, expected in (("time_dependent", True), ("time_independent", False)):
+        model, fit = ratio_model_for(cfg, kind, recipe, data, tmp_path, torch.device("cpu"))
+        assert model.has_limit is expected and fit["chosen_step"]

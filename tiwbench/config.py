@@ -89,8 +89,8 @@ class RunConfig:
     ratio_select: str = option("band", "Discriminator state kept: band (best held-out BCE per σ band) | "
                                "global (best mean) | last.", check=one_of("band", "global", "last"),
                                ratio_training=True)
-    ratio_limit: bool = option(True, "Build the exact large-σ limit into the discriminator (a linear term "
-                               "from the two sets' means).", ratio_training=True, legacy=False)
+    ratio_limit: bool = option(True, "Build the exact large-σ limit into the time-dependent discriminator "
+                               "(a linear term from the two sets' means).", ratio_training=True, legacy=False)
     ratio_sigma_floor: float = option(0.0, "Below this σ (in units of σ_data) the discriminator's network sees "
                                       "this σ (0 = off).", check=at_least(0), ratio_training=True)
     sample_steps: int = option(18, "Heun sampler steps.", check=at_least(2))

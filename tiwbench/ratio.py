@@ -194,7 +194,7 @@ class RatioTrainConfig:
     holdout: float = 0.2  # share of D_ref and of D_bias held out; 0 = no selection, keep the last state
     patience: int = 1500  # steps without a held-out improvement (in any band) before stopping
     select: str = "band"  # band: best state per σ band; global: best mean over bands; last
-    limit: bool = True  # the exact large-σ term of LearnedRatio (the model is built with it)
+    limit: bool = True  # the exact large-σ term of time-dependent LearnedRatios (built with it)
     sigma_floor: float = 0.0  # LearnedRatio's floor, in units of σ_data (the model is built with it)
     eval_every: int = 50
 

@@ -36,7 +36,8 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest(key)}.pt"
     torch.manual_seed(cfg.seed)  # the "init" stream
     model = LearnedRatio(recipe.ratio_net(), data.sigma_data, time_dependent,
-                         data_shape=tuple(data.x_bias.shape[1:]) if train_cfg.limit else None,
+                         # the large-σ term is the time-dependent ratio's: clean data have no large σ
+                         data_shape=tuple(data.x_bias.shape[1:]) if train_cfg.limit and time_dependent else None,
                          sigma_floor=train_cfg.sigma_floor * data.sigma_data).to(device)
     summary = None
     if not path.exists() and dist.is_main():  # other processes wait, then read the cache
