@@ -21,7 +21,7 @@ def test_sweep_then_report_writes_tables_figures_and_html(tmp_path):
     assert out.exit_code == 0, out.output
     names = {p.name for p in out_dir.iterdir()}
     assert {"table.md", "table.csv", "report.html", "bias_l2_vs_ref.png", "fd_data_vs_ref.png",
-            "alpha_tradeoff.png", "ratio_error_vs_sigma.png", "samples.png"} <= names
+            "alpha_tradeoff.png", "ratio_error_vs_sigma.png", "training_curves.png", "samples.png"} <= names
     md = (out_dir / "table.md").read_text()
     options = f"--steps 200 --ratio-steps 200 --sample-steps 8 --num-samples 1000 --results {res}"
     assert f"tiwbench sweep --dataset gmm2d --methods dsm_obs,tiw_dsm --refs 0.05,0.2 --seeds 0 {options}\n" in md
@@ -30,7 +30,7 @@ def test_sweep_then_report_writes_tables_figures_and_html(tmp_path):
     assert "| tiw_dsm (α=0.5) |" in md
     assert f"Made by `tiwbench report --dataset gmm2d --results {res} --out {out_dir}`" in md
     page = (out_dir / "report.html").read_text()
-    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 5
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 7  # bias_l2_corrected too
     assert "<b>" in page and "torch" in page
     out = runner.invoke(app, ["plot", "--dataset", "gmm2d", "--results", str(res), "--out", str(tmp_path / "p")])
     assert out.exit_code == 0 and "alpha_tradeoff.png" in out.output
