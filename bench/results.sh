@@ -4,8 +4,8 @@
 # report that writes results/<dataset>/ with the records of every run behind it (runs/) and the
 # reading of the numbers in bench/summaries/<dataset>.md. Run folders go to results/runs
 # (git-ignored); finished runs are skipped, so a second invocation trains nothing. REFS and SEEDS
-# may be overridden (the committed tables: ref 0.05, seeds 0,1,2 — about 80 minutes on a 2-core
-# CPU; the summaries describe those numbers only).
+# may be overridden (the committed tables: ref 0.05, seeds 0,1,2 — about 110 minutes of wall time on
+# this 2-core CPU, partly shared with other work; the summaries describe those numbers only).
 set -euo pipefail
 T=${TIWBENCH:-.venv/bin/tiwbench}
 REFS=${REFS:-0.05}
