@@ -1,47 +1,66 @@
 #!/usr/bin/env bash
 # Every GPU check of issue 5 in one invocation, for one device call (bench/NOTES.md has the
-# figures so far):
-#   1. bench/throughput.py: DSM and TIW-DSM training steps and the 18-step Heun sampler per
-#      precision (ddpmpp32, batch 256, compiled; the sampler also under CUDA graphs), one table;
-#   2. bf16 against fp32: tiw_dsm on shapes32 at ref 0.05, seeds 0,1,2 in each precision, one
-#      table whose rows are the two precisions (tables never pool different settings).
-# Output goes to $OUT (the device tool's folder) or bench/gpu-out. SMALL=1 runs tiny settings on
-# the CPU, to test this script here. PART=throughput or PART=quality runs one half (the whole is
-# estimated at 8–12 min on one H100/H200, compilation included: split it if a call's limit is near).
+# figures). Ordered so that a call stopped at its limit still returns whole, paired results:
+#   1. bench/throughput.py eager (fp32, tf32, bf16): DSM and TIW-DSM training steps and the
+#      18-step Heun sampler (ddpmpp32, batch 256), img/s, peak GiB, the TIW/DSM step-time ratio;
+#   2. bf16 against fp32: tiw_dsm on shapes32 at ref 0.05, one seed at a time in both precisions
+#      (seeds 0,1,2), the records packed into records.tgz and the table rewritten after each pair
+#      (rows are the two precisions: tables never pool different settings);
+#   3. throughput compiled, bf16 only, the sampler also under CUDA graphs, if DEADLINE allows.
+# Output goes to $OUT (the device tool's folder: at most 8 files come back) or bench/gpu-out; the
+# runs themselves go to $WORK. DEADLINE=S: seconds from the start after which part 3 is skipped
+# and part 2 stops starting pairs (0 = none). SMALL=1 runs tiny settings on the CPU, to test this
+# script here. PART=throughput or PART=quality runs one half.
 #
-# The GPU image lacks clean-fid (shapes32's metrics use its Fréchet distance): before the call,
+# The GPU image lacks clean-fid and prdc: before the call,
 #   echo /.whl/ >> .git/info/exclude
-#   pip download --no-deps --only-binary=:all: -d .whl clean-fid==0.1.35
+#   pip download --no-deps --only-binary=:all: -d .whl clean-fid==0.1.35 prdc==0.2
 # and carry `.whl`; this script installs what it finds there, then tiwbench itself (no deps).
 set -euo pipefail
+start=$SECONDS
 out=${OUT:-bench/gpu-out}
+work=${WORK:-/tmp/tiwbench-gpu}
 py=${PYTHON:-python3}
-mkdir -p "$out"
-if ! $py -c "import cleanfid.fid" 2>/dev/null && [ -d .whl ]; then
+deadline=${DEADLINE:-0}
+mkdir -p "$out" "$work"
+if ! $py -c "import cleanfid.fid, prdc" 2>/dev/null && [ -d .whl ]; then
   $py -m pip install -q --no-index --no-deps --no-cache-dir --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 if ! $py -c "from importlib.metadata import entry_points as e; assert e(group='tiwbench.methods')" 2>/dev/null; then
   $py -m pip install -q --no-deps --no-build-isolation --no-index -e .
 fi
+left() { [ "$deadline" = 0 ] && echo 100000 || echo $((deadline - (SECONDS - start))); }
 if [ "${SMALL:-0}" = 1 ]; then
-  throughput=(--device cpu --net tiny --batch 4 --iters 1 --warmup 1 --precisions fp32,bf16 --sample-steps 3)
+  eager=(--device cpu --net tiny --batch 4 --iters 1 --warmup 1 --precisions fp32,bf16 --sample-steps 3 --no-compile)
+  compiled=(--device cpu --net tiny --batch 4 --iters 1 --warmup 1 --precisions bf16 --sample-steps 3 --no-compile)
   run=(--device cpu --steps 30 --ratio-steps 30 --num-samples 64 --sample-steps 4)
-  seeds=0,1
+  seeds="0 1"
 else
-  throughput=(--sampler-graphs)
+  eager=(--no-compile)
+  compiled=(--compile --precisions bf16 --sampler-graphs)
   run=(--no-compile)  # short runs: compilation would cost more than it saves
-  seeds=0,1,2
+  seeds="0 1 2"
 fi
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi";
-  $py -c "import torch; print('torch', torch.__version__)"; } | tee "$out/machine.txt"
+  $py -c "import torch; print('torch', torch.__version__)"; git rev-parse HEAD 2>/dev/null || true; } | tee "$out/machine.txt"
 part=${PART:-all}
 if [ "$part" != quality ]; then
-  $py bench/throughput.py "${throughput[@]}" | tee "$out/throughput.md"
+  $py bench/throughput.py "${eager[@]}" | tee "$out/throughput_eager.md"
 fi
-[ "$part" = throughput ] && exit 0
-for precision in bf16 fp32; do
-  $py -m tiwbench sweep --dataset shapes32 --methods tiw_dsm --refs 0.05 --seeds "$seeds" \
-      --precision "$precision" --results "$out/runs" "${run[@]}"
-done
-$py -m tiwbench table --dataset shapes32 --results "$out/runs" | tee "$out/quality.md"
+if [ "$part" != throughput ]; then
+  for seed in $seeds; do
+    if [ "$(left)" -lt 120 ]; then echo "deadline: seed $seed not started"; break; fi
+    for precision in bf16 fp32; do
+      $py -m tiwbench sweep --dataset shapes32 --methods tiw_dsm --refs 0.05 --seeds "$seed" \
+          --precision "$precision" --results "$work/runs" "${run[@]}"
+    done
+    (cd "$work" && find runs -name record.json -print0 | tar czf - --null -T -) > "$out/records.tgz"
+    $py -m tiwbench table --dataset shapes32 --results "$work/runs" > "$out/quality.md"
+  done
+  cat "$out/quality.md"
+fi
+if [ "$part" != quality ]; then
+  if [ "$(left)" -lt 150 ]; then echo "deadline: compiled throughput skipped"; exit 0; fi
+  timeout "$(left)" $py bench/throughput.py "${compiled[@]}" | tee "$out/throughput_compiled.md"
+fi

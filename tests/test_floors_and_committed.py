@@ -44,6 +44,33 @@ def test_floors_come_from_the_records_sizes_and_older_records_have_none():
     assert "ref 0.05: sampling 0.00866 (N = 10,000), reference composition 0.0612 (|D_ref| = 200)" in note
 
 
+def test_a_stratified_reference_set_has_no_composition_floor_and_iid_says_so():
+    base = {"bias": 4000, "ref": 200, "eval": 10000, "samples": 10000}
+    records = [record(0.05, {**base, "ref_stratified": 1}), record(0.05, {**base, "ref_stratified": 0})]
+    floors = {f["stratified"]: f for f in bias_floors(records)}
+    assert floors[True]["composition"] is None and floors[False]["composition"] == pytest.approx(0.0612, abs=1e-4)
+    note = floor_notes(records)[("gmm_hd", "bias_l2")]
+    assert "reference composition none (stratified |D_ref| = 200)" in note
+    assert "reference composition 0.0612 (i.i.d. |D_ref| = 200)" in note
+
+
+@pytest.mark.parametrize("dataset", ["gmm2d", "gmm_hd"])
+def test_stratified_ref_sampling_gives_exactly_the_target_counts(dataset):
+    from tiwbench.registry import get_dataset
+
+    iid = get_dataset(dataset).build(0.05, seed=0)
+    strat = get_dataset(dataset, ref_sampling="stratified").build(0.05, seed=0)
+    counts = torch.bincount(strat.attribute(strat.x_ref), minlength=4)
+    n = len(strat.x_ref)
+    assert n == len(iid.x_ref) and strat.ref_stratified and not iid.ref_stratified
+    # the components overlap a little (gmm_hd: std 1 against distance 5.7), so count the draws' labels
+    # through the nearest mean, which is right for all but a few points
+    assert (counts - n // 4).abs().max() <= max(2, n // 100)
+    assert torch.equal(strat.x_bias, iid.x_bias)  # only D_ref changes
+    with pytest.raises(Exception, match="ref_sampling must be one of"):
+        get_dataset(dataset, ref_sampling="sometimes")
+
+
 @pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
 def test_committed_tables_rebuild_from_the_committed_records(folder):
     """What a fresh clone can do: rebuild results/<dataset>/table.csv from its runs/, no training."""

@@ -50,13 +50,14 @@ def metric_vs_ref(long: pd.DataFrame, dataset: str, metric: str, out: Path,
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    band = sorted((f["ref"], f["sampling"], f["composition"]) for f in floors or []
-                  if f["dataset"] == dataset) if metric == "bias_l2" else []
-    if len(band) >= 2:
-        refs, sampling, composition = zip(*band)
-        ax.fill_between(refs, 0, sampling, color="0.5", alpha=0.35, lw=0, label="sampling floor")
-        ax.fill_between(refs, sampling, composition, color="0.5", alpha=0.15, lw=0,
-                        label="i.i.d. D_ref composition floor")
+    mine = [f for f in floors or [] if f["dataset"] == dataset] if metric == "bias_l2" else []
+    sampling = sorted({f["ref"]: f["sampling"] for f in mine}.items())
+    composition = sorted((f["ref"], f["sampling"], f["composition"]) for f in mine if f["composition"] is not None)
+    if len(sampling) >= 2:
+        ax.fill_between(*zip(*sampling), color="0.5", alpha=0.35, lw=0, label="sampling floor")
+    if len(composition) >= 2:  # none where D_ref holds exactly the target shares
+        refs, low, high = zip(*composition)
+        ax.fill_between(refs, low, high, color="0.5", alpha=0.15, lw=0, label="i.i.d. D_ref composition floor")
     ends = []
     for method, g in d.groupby("method"):
         g = g.sort_values("ref")

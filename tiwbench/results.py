@@ -161,14 +161,18 @@ def _md_table(cells: pd.DataFrame, best: pd.DataFrame | None = None) -> list[str
 def floor_notes(records: list[Record], dataset: str | None = None) -> dict[tuple[str, str], str]:
     """The bias_l2 floors of each dataset (stats.bias_floors) as a note under its table."""
     notes: dict[tuple[str, str], list[str]] = {}
-    for f in sorted(bias_floors(of_dataset(records, dataset)), key=lambda f: (f["dataset"], f["ref"])):
+    floors = bias_floors(of_dataset(records, dataset))
+    for f in sorted(floors, key=lambda f: (f["dataset"], f["ref"], str(f["stratified"]))):
         notes.setdefault((f["dataset"], "bias_l2"), []).append(
-            f"ref {f['ref']:g}: sampling {f['sampling']:.3g} (N = {f['samples']:,}), "
-            f"reference composition {f['composition']:.3g} (|D_ref| = {f['n_ref']:,})")
+            f"ref {f['ref']:g}: sampling {f['sampling']:.3g} (N = {f['samples']:,}), reference composition "
+            + ("none (stratified " if f["composition"] is None else f"{f['composition']:.3g} ("
+               + ("i.i.d. " if f["stratified"] is False else ""))
+            + f"|D_ref| = {f['n_ref']:,})")
     return {key: ("Floors of bias_l2 — sampling: √(Σ t(1−t)/N), what N samples of a perfect model "
                   "score on average; reference composition: √(Σ t(1−t)/|D_ref|), what a method that "
                   "reproduces an i.i.d.-drawn D_ref's own composition scores on average (none where "
-                  "D_ref is drawn with exactly the target shares, e.g. digits_lt). " + "; ".join(lines) + ".")
+                  "D_ref is drawn with exactly the target shares: digits_lt, the real datasets, "
+                  "`--dataset-option ref_sampling=stratified` on gmm2d and gmm_hd). " + "; ".join(lines) + ".")
             for key, lines in notes.items()}
 
 

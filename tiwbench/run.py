@@ -22,6 +22,7 @@ from .ratio import TrainingRatio
 from .ratio_cache import ratio_model_for
 from .record import RECORD_NAME, Record
 from .streams import stream_seed
+from .tblog import curve_log
 from .train import autocast, train_score
 
 
@@ -124,6 +125,10 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
                               else (None, None))
     timing["ratio_s"] = time.perf_counter() - t0
 
+    log = curve_log(folder) if dist.is_main() else None  # TensorBoard, when installed
+    if log is not None and ratio_fit:
+        log.ratio(ratio_fit)
+
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)  # the "init" stream
     denoiser = Denoiser(recipe.score_net(cfg.net), data.sigma_data).to(dev)
@@ -133,7 +138,9 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     with progress_bar(f"score ({cfg.method})", cfg.steps) as update:
         ema = train_score(method, denoiser, x_train, pi, ratio_model, cfg.alpha, train_cfg,
                           cfg.seed, folder / "checkpoint.pt", on_step=update, precision=cfg.precision,
-                          compile=compile, curves=score_curves)
+                          compile=compile, curves=score_curves, on_curve=log.score if log else None)
+    if log is not None:
+        log.close()
     timing["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -169,7 +176,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
                     ratio_fit=ratio_fit, train_on=method.train_on, group_accuracy=group_accuracy,
                     score_curves=score_curves, fid_protocol=fid[1] if fid else None, folder=folder,
                     sizes={"bias": len(data.x_bias), "ref": len(data.x_ref), "eval": len(data.x_eval),
-                           "samples": len(samples)})
+                           "samples": len(samples), "ref_stratified": int(data.ref_stratified)})
     write_text(record_path(cfg, results), record.to_json())
     (folder / "checkpoint.pt").unlink(missing_ok=True)  # the record is final; keep the folder small
     return record

@@ -78,16 +78,20 @@ def share_floor(target: list[float], n: int) -> float:
 
 
 def bias_floors(records) -> list[dict]:
-    """Per (dataset, ref): the sampling floor of bias_l2 (N generated samples from a perfect
-    model) and the reference-composition floor (a D_ref drawn i.i.d. from p_data: a method that
-    learns D_ref's own composition stays this far off on average), from the records' sizes and
+    """Per (dataset, ref, D_ref drawn stratified or not): the sampling floor of bias_l2 (N
+    generated samples from a perfect model) and the reference-composition floor (a D_ref drawn
+    i.i.d. from p_data: a method that learns D_ref's own composition stays this far off on
+    average; None where D_ref holds exactly the target shares), from the records' sizes and
     target shares. Records without sizes (older runs) are left out."""
     seen = {}
     for r in records:
         if not r.sizes:
             continue
-        key = (r.config.dataset, r.config.ref)
+        stratified = r.sizes.get("ref_stratified")  # None: a record from before it was recorded
+        stratified = None if stratified is None else bool(stratified)
+        key = (r.config.dataset, r.config.ref, stratified)
         seen.setdefault(key, {"dataset": key[0], "ref": key[1], "samples": r.sizes["samples"],
-                              "n_ref": r.sizes["ref"], "target": r.target_shares})
+                              "n_ref": r.sizes["ref"], "target": r.target_shares, "stratified": stratified})
     return [{**f, "sampling": share_floor(f["target"], f["samples"]),
-             "composition": share_floor(f["target"], f["n_ref"])} for f in seen.values()]
+             "composition": None if f["stratified"] is True else share_floor(f["target"], f["n_ref"])}
+            for f in seen.values()]

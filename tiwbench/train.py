@@ -126,7 +126,8 @@ CURVE_POINTS = 50  # points of the loss curve a run records
 def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                 ratio_model: DensityRatio | None, alpha: float, cfg: TrainConfig, seed: int,
                 ckpt_path: Path, on_step: Callable[[int], None] = lambda step: None,
-                precision: str = "fp32", compile: bool = False, curves: list | None = None) -> AveragedModel:
+                precision: str = "fp32", compile: bool = False, curves: list | None = None,
+                on_curve: Callable[[list[dict]], None] | None = None) -> AveragedModel:
     """Minimise the mean of `method.loss` over draws from `x_train`; returns the EMA denoiser.
 
     Every process draws the same global batch from one seeded generator and takes its slice
@@ -136,6 +137,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
     A non-finite loss stops training (TiwbenchError naming its step) at the next loss check.
     `curves`, if given, receives about CURVE_POINTS points {step, band, loss}: the mean loss per σ
     band (ratio.BAND_EDGES) since the previous point, of this process's slice; kept across resumes.
+    `on_curve` sees each new batch of those points as it is made (live logging, tblog.py).
     """
     train_step = TrainStep(method, denoiser, ratio_model, alpha, pi, cfg, precision, compile)
     device, ema, opt = train_step.device, train_step.ema, train_step.opt
@@ -202,8 +204,11 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
             unchecked.append(train_step(x0, sigma, noise, lr))
             step += 1
             if step % curve_every == 0 or step == cfg.steps:
-                done_curves += [{"step": step, "band": k, "loss": v}
-                                for k, v in enumerate(train_step.band_losses()) if v is not None]
+                points = [{"step": step, "band": k, "loss": v}
+                          for k, v in enumerate(train_step.band_losses()) if v is not None]
+                done_curves += points
+                if on_curve is not None:
+                    on_curve(points)
             on_step(step)
             at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
             if at_checkpoint or len(unchecked) == LOSS_CHECK_EVERY:

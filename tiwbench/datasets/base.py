@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,13 +15,15 @@ from ..ratio import ExactRatio
 @dataclass
 class Splits:
     """D_bias, D_ref (|D_ref| = ref·|D_bias|), an unbiased evaluation set with its group labels,
-    and the target share of each of the K groups. Image recipes return these from `splits`."""
+    and the target share of each of the K groups. Image recipes return these from `splits`.
+    `ref_stratified`: D_ref holds exactly the target shares (no reference-composition floor)."""
 
     x_bias: Tensor
     x_ref: Tensor
     x_eval: Tensor
     eval_labels: Tensor
     target_shares: Tensor
+    ref_stratified: bool = field(default=False, kw_only=True)
 
 
 @dataclass

@@ -64,7 +64,7 @@ class DigitsLT(ImageRecipe):
             bias_idx.append(pool[:counts[k]])
             ref_idx.append(pool[counts[k]:counts[k] + n_ref_per_class])
         return Splits(x[torch.cat(bias_idx)], x[torch.cat(ref_idx)], x[eval_idx], y[eval_idx],
-                           torch.full((10,), 0.1))
+                      torch.full((10,), 0.1), ref_stratified=True)
 
     def classifier_data(self, data_root, cache_dir=None):
         x, y = load_digits_images()

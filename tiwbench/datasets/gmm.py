@@ -39,6 +39,16 @@ class GaussianMixture:
         x = self.means[labels] + self.std * torch.randn(n, self.dim, generator=generator)
         return x, labels
 
+    def sample_exact_shares(self, n: int, weights: Tensor, generator: torch.Generator) -> Tensor:
+        """n draws whose component counts are the weights' largest-remainder rounding of n·w
+        (a stratified draw: its composition is exactly the weights, up to rounding), shuffled."""
+        quota = weights.double() * n
+        counts = quota.floor().long()
+        counts[torch.argsort(quota - counts, descending=True)[:n - int(counts.sum())]] += 1
+        labels = torch.repeat_interleave(torch.arange(len(weights)), counts)
+        labels = labels[torch.randperm(n, generator=generator)]
+        return self.means[labels] + self.std * torch.randn(n, self.dim, generator=generator)
+
     def sample_posterior(self, x: Tensor, sigma: float, weights: Tensor, m: int,
                          generator: torch.Generator) -> Tensor:
         """m draws of x0 ~ p(x0 | x_σ = x) for each row of x; returns (B, m, D)."""
@@ -61,8 +71,13 @@ class GaussianMixture:
         return float(self.std**2 + spread)
 
 
+REF_SAMPLING = ("iid", "stratified")
+
+
 class MixtureRecipe(DatasetRecipe):
-    """A biased and an unbiased weighting of one Gaussian mixture."""
+    """A biased and an unbiased weighting of one Gaussian mixture. `ref_sampling` draws D_ref
+    i.i.d. from p_data (the default, as in real life: its composition is off the target by the
+    reference-composition floor) or `stratified`, with exactly the target's component counts."""
 
     has_exact_ratio = True
     nets = ("mlp",)
@@ -70,14 +85,20 @@ class MixtureRecipe(DatasetRecipe):
     n_eval: int = 20_000
     hidden: int = 128
 
-    def __init__(self, mixture: GaussianMixture, w_data: Tensor, w_bias: Tensor):
+    def __init__(self, mixture: GaussianMixture, w_data: Tensor, w_bias: Tensor, ref_sampling: str = "iid"):
+        if ref_sampling not in REF_SAMPLING:
+            raise ValueError(f"ref_sampling must be one of {', '.join(REF_SAMPLING)}, got {ref_sampling!r}")
         self.mixture, self.w_data, self.w_bias = mixture, w_data, w_bias
+        self.ref_sampling = ref_sampling
 
     def build(self, ref: float, seed: int, data_root: Path | None = None,
               cache_dir: Path | None = None) -> BenchmarkData:
         g = generator(seed, "data")
         x_bias, _ = self.mixture.sample(self.n_bias, self.w_bias, g)
-        x_ref, _ = self.mixture.sample(max(1, round(ref * self.n_bias)), self.w_data, g)
+        n_ref = max(1, round(ref * self.n_bias))
+        stratified = self.ref_sampling == "stratified"
+        x_ref = (self.mixture.sample_exact_shares(n_ref, self.w_data, g) if stratified
+                 else self.mixture.sample(n_ref, self.w_data, g)[0])
         x_eval, eval_labels = self.mixture.sample(self.n_eval, self.w_data,
                                                   fixed_generator("eval"))
         mix = self.mixture
@@ -90,7 +111,7 @@ class MixtureRecipe(DatasetRecipe):
             x_bias=x_bias, x_ref=x_ref, x_eval=x_eval, eval_labels=eval_labels,
             target_shares=self.w_data.clone(), sigma_data=math.sqrt(mix.variance(self.w_data)),
             attribute=mix.classify, features=lambda x: x, feature_space="data",
-            exact_ratio=exact_ratio,
+            exact_ratio=exact_ratio, ref_stratified=stratified,
             sample_bias=lambda n, gen: mix.sample(n, self.w_bias, gen)[0])
 
     def score_net(self, preset: str = ""):
@@ -106,10 +127,10 @@ class GMM2D(MixtureRecipe):
     n_bias = 20_000
     defaults = {"steps": 4000, "batch_size": 512, "ratio_steps": 6000, "num_samples": 10_000}
 
-    def __init__(self):
+    def __init__(self, ref_sampling: str = "iid"):
         means = torch.tensor([[-2.0, -2.0], [-2.0, 2.0], [2.0, -2.0], [2.0, 2.0]])
         super().__init__(GaussianMixture(means, 0.3), torch.full((4,), 0.25),
-                         torch.tensor([0.7, 0.1, 0.1, 0.1]))
+                         torch.tensor([0.7, 0.1, 0.1, 0.1]), ref_sampling)
 
 
 class GMMHighDim(MixtureRecipe):
@@ -120,11 +141,11 @@ class GMMHighDim(MixtureRecipe):
     n_eval = 10_000
     defaults = {"steps": 4000, "batch_size": 512, "ratio_steps": 6000, "num_samples": 10_000}
 
-    def __init__(self, dim: int = 32):
+    def __init__(self, dim: int = 32, ref_sampling: str = "iid"):
         dim = int(dim)
         if dim < 4:
             raise ValueError(f"dim must be an integer >= 4 (four orthogonal means), got {dim}")
         g = torch.Generator().manual_seed(0)
         means = 4.0 * torch.linalg.qr(torch.randn(dim, 4, generator=g))[0].T  # orthogonal, |μ_k| = 4
         super().__init__(GaussianMixture(means, 1.0), torch.full((4,), 0.25),
-                         torch.tensor([0.7, 0.1, 0.1, 0.1]))
+                         torch.tensor([0.7, 0.1, 0.1, 0.1]), ref_sampling)

@@ -99,10 +99,12 @@ class CifarLT(ImageRecipe):
     folder, files, label_key = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], b"labels"
     test_file = "test_batch"
     has_fid_train = True  # CIFAR's training split is balanced: the paper's FID reference
+    classifier_arch, classifier_steps = "resnet18", 5000  # ≈ 13 epochs of the 50k training images
     defaults = {"batch_size": 256, "lr": 1e-3, "steps": 100_000, "ratio_steps": 10_000,
                 "fid_ref": "train", "fid_samples": 50_000}
 
-    def __init__(self, imbalance: float = 100.0, n_bias: int = 10_000):
+    def __init__(self, imbalance: float = 100.0, n_bias: int = 10_000, classifier: str = ""):
+        super().__init__(classifier)
         self.imbalance, self.n_bias = float(imbalance), int(n_bias)
         if not 1 <= self.imbalance < float("inf"):
             raise ValueError(f"imbalance must be a finite number >= 1 (largest class over smallest), "
@@ -127,7 +129,7 @@ class CifarLT(ImageRecipe):
         bias_idx = take_per_class(y, long_tail_counts(k, self.n_bias, self.imbalance), g, dataset=self.name)
         ref_idx = take_per_class(y, [max(1, round(ref * self.n_bias / k))] * k, g, bias_idx, self.name)
         x_test, y_test = self.read(data_root, train=False)
-        return Splits(x[bias_idx], x[ref_idx], x_test, y_test, torch.full((k,), 1 / k))
+        return Splits(x[bias_idx], x[ref_idx], x_test, y_test, torch.full((k,), 1 / k), ref_stratified=True)
 
     def classifier_data(self, data_root, cache_dir=None):
         return self.read(data_root, train=True)
@@ -187,6 +189,7 @@ class GroupImageRecipe(ImageRecipe):
     reads_files = True
     defaults = {"batch_size": 256, "lr": 2e-4, "steps": 100_000, "ratio_steps": 10_000}
     n_eval_per_group = 2_500
+    classifier_arch, classifier_steps = "resnet18", 5000
 
     def labelled(self, data_root) -> tuple[list[Path], Tensor, Tensor]:
         """(image paths, group labels, is-candidate-for-D_bias mask)."""
@@ -213,7 +216,8 @@ class GroupImageRecipe(ImageRecipe):
         bias_idx = self.bias_indices(groups, pool, ref, g)
         ref_idx = take_per_class(groups, [max(1, round(ref * len(bias_idx) / k))] * k, g,
                                  torch.cat([bias_idx, eval_idx]), self.name)
-        return Splits(x[bias_idx], x[ref_idx], x[eval_idx], groups[eval_idx], torch.full((k,), 1 / k))
+        return Splits(x[bias_idx], x[ref_idx], x[eval_idx], groups[eval_idx], torch.full((k,), 1 / k),
+                      ref_stratified=True)
 
     def classifier_data(self, data_root, cache_dir=None):
         """The images outside the evaluation set's pool (CelebA: the train split)."""
@@ -258,7 +262,8 @@ class FFHQGender(GroupImageRecipe):
     files = ["ffhq/images", "ffhq/gender.csv"]
     n_eval_per_group = 2_000
 
-    def __init__(self, majority: float = 0.8):
+    def __init__(self, majority: float = 0.8, classifier: str = ""):
+        super().__init__(classifier)
         self.majority = float(majority)
         if not 0.5 <= self.majority < 1:
             raise TiwbenchError(f"ffhq_gender: majority must be in [0.5, 1), got {majority}")
