@@ -55,7 +55,7 @@ if [ "$part" != throughput ]; then
       $py -m tiwbench sweep --dataset shapes32 --methods tiw_dsm --refs 0.05 --seeds "$seed" \
           --precision "$precision" --results "$work/runs" "${run[@]}"
     done
-    (cd "$work" && find runs -name record.json -print0 | tar czf - --null -T -) > "$out/records.tgz"
+    (cd "$work" && find runs -name metrics.json -print0 | tar czf - --null -T -) > "$out/records.tgz"
     $py -m tiwbench table --dataset shapes32 --results "$work/runs" > "$out/quality.md"
   done
   cat "$out/quality.md"

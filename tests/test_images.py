@@ -312,3 +312,17 @@ def test_caches_of_two_data_roots_are_kept_apart(tmp_path):
         Quick(n_bias=10).classifier(tmp_path / root, tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("classifier-cifar10_lt-*.pt"))) == 2
     assert DigitsLT().source(tmp_path) == {}  # bundled data: the folder does not matter
+
+
+def test_our_frechet_distance_is_clean_fids_formula():
+    """Ours because clean-fid 0.1.35 passes `disp=` to scipy's sqrtm, which the GPU image's SciPy
+    refuses; the numbers must stay clean-fid's (compared where clean-fid still runs)."""
+    from cleanfid.fid import frechet_distance as clean_fid_fd
+
+    from tiwbench.evaluate import _gaussian, frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 6, generator=g).double()
+    for b in (torch.randn(400, 6, generator=g).double() * 1.3 + 0.2, torch.randn(4, 6, generator=g).double()):
+        assert frechet_distance(a, b) == pytest.approx(clean_fid_fd(*_gaussian(a), *_gaussian(b)), rel=1e-9)
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)

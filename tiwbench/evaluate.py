@@ -65,11 +65,25 @@ def corrected_shares(predicted_shares: Tensor, confusion: Tensor) -> Tensor:
     q = predicted_shares.double()[:, None]
     p = torch.linalg.lstsq(confusion.double().T, q).solution[:, 0].clamp(min=0)
     return p / p.sum() if p.sum() > 0 else predicted_shares.double()
-def frechet_distance(feat_a: Tensor, feat_b: Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (clean-fid's formula)."""
-    from cleanfid.fid import frechet_distance as fd
 
-    return float(fd(*_gaussian(feat_a), *_gaussian(feat_b)))
+
+def gaussian_frechet(mu1, cov1, mu2, cov2, eps: float = 1e-6) -> float:
+    """‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½), clean-fid's formula and singular-matrix fallback.
+    Ours because clean-fid 0.1.35 passes `disp=` to scipy's sqrtm, which the SciPy of our GPU
+    image refuses (a TypeError that failed every image run's metrics there, 2026-11-29)."""
+    from scipy import linalg
+
+    covmean = linalg.sqrtm(cov1 @ cov2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(cov1)) * eps
+        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(np.real(covmean)))
+
+
+def frechet_distance(feat_a: Tensor, feat_b: Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets."""
+    return gaussian_frechet(*_gaussian(feat_a), *_gaussian(feat_b))
 
 
 def ratio_sigmas(n: int = 13) -> list[float]:
@@ -165,8 +179,6 @@ class InceptionFeatures:
 
 def fid(samples: Tensor, reference: Tensor, extractor: InceptionFeatures, stats_path: Path | None) -> float:
     """FID of samples against the reference set; the reference statistics are cached at `stats_path`."""
-    from cleanfid.fid import frechet_distance as fd
-
     from .checkpoint import load_torch, save_torch
 
     if stats_path is not None and stats_path.exists():
@@ -177,7 +189,7 @@ def fid(samples: Tensor, reference: Tensor, extractor: InceptionFeatures, stats_
         if stats_path is not None:
             save_torch(stats_path, {"mu": torch.from_numpy(mu_r), "sigma": torch.from_numpy(cov_r),
                                     "config": {"n": len(reference)}})
-    return float(fd(*_gaussian(extractor(samples)), mu_r, cov_r))
+    return gaussian_frechet(*_gaussian(extractor(samples)), mu_r, cov_r)
 
 
 def _gaussian(f: Tensor):

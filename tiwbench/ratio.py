@@ -323,7 +323,8 @@ def _restore(model: LearnedRatio, states: list[dict]) -> LearnedRatio:
         net = copy.deepcopy(model.net)
         net.load_state_dict(state)
         nets.append(net)
-    model.net = BandedNet(nets, [float(Precond.c_noise(torch.tensor(e))) for e in BAND_EDGES])
+    device = next(model.net.parameters()).device  # the edges too (a CUDA run found them on the CPU)
+    model.net = BandedNet(nets, [float(Precond.c_noise(torch.tensor(e))) for e in BAND_EDGES]).to(device)
     return model
 
 
