@@ -37,6 +37,42 @@ def test_limit_gives_the_large_sigma_correction_from_the_sample_means(gmm2d_data
     assert (delta - true_delta).norm() < 0.25  # 1,000 reference points
 
 
+class ZeroLogit(torch.nn.Module):
+    def forward(self, x, c_noise):
+        return x.new_zeros(len(x), 1)
+
+
+def test_the_linear_term_is_the_exact_ratio_of_two_gaussians_whose_pixels_vary_together():
+    """Two Gaussians N(m ± δ/2, Σ) whose spread is one shared direction u (like image pixels that
+    vary together) and δ ∥ u: log w_σ = δᵀ(Σ + σ²I)⁻¹(x − m) = δᵀ(x − m)/(v + σ²) exactly, v the
+    variance along u. The term with v from the data matches it at every σ; with σ_data² (the
+    mean per-dimension variance) it claims about v/σ_data² = 45 times too much at small σ."""
+    d, n, v = 50, 20_000, 4.01
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(d, generator=g, dtype=torch.float64)
+    u /= u.norm()
+    delta = 0.8 * u
+
+    def draw(mean):
+        return mean + 0.1 * torch.randn(n, d, generator=g, dtype=torch.float64) + \
+            2.0 * torch.randn(n, 1, generator=g, dtype=torch.float64) * u
+
+    x_ref, x_bias = draw(delta / 2), draw(-delta / 2)
+    sigma_data = math.sqrt(0.01 + 4.0 / d)
+    for limit_var in ("delta", "sigma_data"):
+        model = LearnedRatio(ZeroLogit(), sigma_data, True, data_shape=(d,), limit_var=limit_var).double()
+        model.fit_limit(x_ref, x_bias)
+        for sigma in (0.01, 1.0, 10.0):
+            x = x_bias[:500] + sigma * torch.randn(500, d, generator=g, dtype=torch.float64)
+            exact = x @ delta / (v + sigma**2)
+            got = model.log_ratio(x, torch.full((500,), sigma, dtype=torch.float64))
+            slope = float((got @ exact) / (exact @ exact))  # got ≈ slope · exact
+            expected = (v + sigma**2) / (sigma_data**2 + sigma**2) if limit_var == "sigma_data" else 1.0
+            assert abs(slope / expected - 1) < 0.05, (limit_var, sigma, slope, expected)
+    with torch.no_grad():
+        assert model.limit_variance() == sigma_data**2
+
+
 def test_held_out_selection_keeps_the_best_state_per_band_and_stops_early(gmm2d_data):
     data = gmm2d_data
     cfg = RatioTrainConfig(steps=600, lr=2e-3, eval_every=50, patience=200)

@@ -91,6 +91,10 @@ class RunConfig:
                                ratio_training=True)
     ratio_limit: bool = option(True, "Build the exact large-σ limit into the time-dependent discriminator "
                                "(a linear term from the two sets' means).", ratio_training=True, legacy=False)
+    ratio_limit_var: str = option("delta", "Variance in the large-σ term's denominator: delta (the two sets' "
+                                  "pooled variance along their mean difference) | sigma_data (σ_data², "
+                                  "right for isotropic data only).", check=one_of("delta", "sigma_data"),
+                                  ratio_training=True, legacy="sigma_data")
     ratio_sigma_floor: float = option(0.0, "Below this σ (in units of σ_data) the discriminator's network sees "
                                       "this σ (0 = off).", check=at_least(0), ratio_training=True)
     sample_steps: int = option(18, "Heun sampler steps.", check=at_least(2))
@@ -279,6 +283,8 @@ def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfi
     unused = ([] if method_cls.ratio else ["alpha"]) + ([] if method_cls.train_on == "obs" else ["ref_share"])
     if cfg.ratio != "trained":
         unused += RATIO_FIELDS
+    elif method_cls.ratio != "time_dependent" or not cfg.ratio_limit:  # no large-σ term to scale
+        unused.append("ratio_limit_var")
     return replace(cfg, **{name: neutral(FIELDS[name]) for name in unused})
 
 

@@ -101,16 +101,24 @@ class ExactRatio(DensityRatio):
         return self.log_p_data(x, sigma) - self.log_p_bias(x, sigma)
 
 
+LIMIT_VARIANCES = ("delta", "sigma_data")
+
+
 class LearnedRatio(DensityRatio):
     """A discriminator ℓ_φ(c_in(σ)·x, c_noise(σ)) for log w_σ(x), optionally with the exact
     large-σ behaviour built in (docs/design.md §4):
 
-        log w_σ(x) = [δᵀ(x − m) + σ_data²·ℓ_φ(c_in·x, c_noise)] / (σ² + σ_data²)
+        log w_σ(x) = δᵀ(x − m) / (σ² + v) + σ_data²·ℓ_φ(c_in·x, c_noise) / (σ² + σ_data²)
 
     with δ = mean(D_ref) − mean(D_bias) and m their midpoint (`fit_limit`). As σ grows both
     perturbed densities tend to Gaussians of the same spread, so σ²∇log w → δ: the linear term
     gives TIW-DSM's correction that limit from two sample means, and the damped network cannot
-    add more than O(1/σ) to it. `data_shape=None` leaves the plain logit ℓ_φ.
+    add more than O(1/σ) to it. v is the two sets' pooled variance along δ (`limit_var="delta"`):
+    the linear term is then the log-ratio of two Gaussians N(m ± δ/2, v + σ²) along δ, which
+    stays of the size the data support at every σ. With v = σ_data² (`"sigma_data"`, the first
+    version) the term is that size only for isotropic data: on images, whose pixels vary
+    together, v along δ is many times σ_data², and the term claimed tens of nats at small σ
+    (held-out BCE 57 on shapes32). `data_shape=None` leaves the plain logit ℓ_φ.
 
     Below `sigma_floor` (time-dependent models) the network sees the floor: the ratio of densities
     smoothed at that scale, where a small reference set carries no finer information. The
@@ -119,22 +127,38 @@ class LearnedRatio(DensityRatio):
     """
 
     def __init__(self, net: nn.Module, sigma_data: float, time_dependent: bool,
-                 data_shape: tuple[int, ...] | None = None, sigma_floor: float = 0.0):
+                 data_shape: tuple[int, ...] | None = None, sigma_floor: float = 0.0,
+                 limit_var: str = "delta"):
         super().__init__()
+        if limit_var not in LIMIT_VARIANCES:
+            raise ValueError(f"limit_var must be one of {LIMIT_VARIANCES}, got {limit_var!r}")
         self.net, self.precond, self.time_dependent = net, Precond(sigma_data), time_dependent
         self.sigma_floor = max(sigma_floor, SIGMA_MIN) if time_dependent else SIGMA_MIN
-        self.has_limit = data_shape is not None
+        self.has_limit, self.limit_var = data_shape is not None, limit_var
         if self.has_limit:
             self.register_buffer("delta", torch.zeros(data_shape))
             self.register_buffer("centre", torch.zeros(data_shape))
+            if limit_var == "delta":  # (a buffer only here: caches of the first version still load)
+                self.register_buffer("var_delta", torch.tensor(sigma_data**2))
 
     @torch.no_grad()
     def fit_limit(self, x_ref: Tensor, x_bias: Tensor) -> None:
-        """δ and m from the sample means (model space) of the discriminator's training data."""
-        if self.has_limit:
-            mean_ref, mean_bias = (to_model_space(x).double().mean(0) for x in (x_ref, x_bias))
-            self.delta.copy_(mean_ref - mean_bias)
-            self.centre.copy_((mean_ref + mean_bias) / 2)
+        """δ, m and v from the discriminator's training data (model space): the sample means, and
+        the mean of the two sets' variances of the projection on δ/|δ|."""
+        if not self.has_limit:
+            return
+        x_ref, x_bias = (to_model_space(x).double().flatten(1) for x in (x_ref, x_bias))
+        mean_ref, mean_bias = x_ref.mean(0), x_bias.mean(0)
+        self.delta.copy_((mean_ref - mean_bias).view_as(self.delta))
+        self.centre.copy_(((mean_ref + mean_bias) / 2).view_as(self.centre))
+        norm = (mean_ref - mean_bias).norm()
+        if self.limit_var == "delta" and norm > 0 and len(x_ref) > 1 and len(x_bias) > 1:
+            unit = (mean_ref - mean_bias) / norm
+            self.var_delta.fill_(float(((x_ref @ unit).var() + (x_bias @ unit).var()) / 2))
+
+    def limit_variance(self) -> Tensor | float:
+        """v of the linear term."""
+        return self.var_delta if self.limit_var == "delta" else self.precond.sigma_data**2
 
     def log_ratio(self, x: Tensor, sigma: Tensor) -> Tensor:
         if not self.time_dependent:
@@ -145,17 +169,18 @@ class LearnedRatio(DensityRatio):
             return logit
         sd2 = self.precond.sigma_data**2
         linear = ((x - self.centre) * self.delta).flatten(1).sum(1)
-        return (linear + sd2 * logit) / (sigma**2 + sd2)
+        return linear / (sigma**2 + self.limit_variance()) + sd2 * logit / (sigma**2 + sd2)
 
     def compiled(self) -> LearnedRatio:
         # autograd.grad in log_r_and_grad breaks a graph around it; the network's forward and
         # its input backward are what compile, so the network alone is wrapped
         twin = LearnedRatio(torch.compile(self.net), self.precond.sigma_data, self.time_dependent,
-                            sigma_floor=self.sigma_floor)
+                            sigma_floor=self.sigma_floor, limit_var=self.limit_var)
         if self.has_limit:
             twin.has_limit = True
-            twin.register_buffer("delta", self.delta)
-            twin.register_buffer("centre", self.centre)
+            for name in ("delta", "centre", "var_delta"):
+                if hasattr(self, name):
+                    twin.register_buffer(name, getattr(self, name))
         return twin.eval()
 
 
@@ -195,6 +220,7 @@ class RatioTrainConfig:
     patience: int = 1500  # steps without a held-out improvement (in any band) before stopping
     select: str = "band"  # band: best state per σ band; global: best mean over bands; last
     limit: bool = True  # the exact large-σ term of time-dependent LearnedRatios (built with it)
+    limit_var: str = "delta"  # that term's variance: along δ, or σ_data² (the model is built with it)
     sigma_floor: float = 0.0  # LearnedRatio's floor, in units of σ_data (the model is built with it)
     eval_every: int = 50
 

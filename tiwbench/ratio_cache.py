@@ -38,7 +38,8 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     model = LearnedRatio(recipe.ratio_net(), data.sigma_data, time_dependent,
                          # the large-σ term is the time-dependent ratio's: clean data have no large σ
                          data_shape=tuple(data.x_bias.shape[1:]) if train_cfg.limit and time_dependent else None,
-                         sigma_floor=train_cfg.sigma_floor * data.sigma_data).to(device)
+                         sigma_floor=train_cfg.sigma_floor * data.sigma_data,
+                         limit_var=train_cfg.limit_var).to(device)
     summary = None
     if not path.exists() and dist.is_main():  # other processes wait, then read the cache
         # another sweep on this folder may be training the same model: wait for it, then reuse
