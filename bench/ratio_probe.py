@@ -3,6 +3,7 @@ on other datasets (images) the held-out BCE alone.
 
     python bench/ratio_probe.py --dataset gmm_hd --ref 0.05 --seed 0 --variants today,limit,band
     python bench/ratio_probe.py --dataset digits_lt --ref 0.1 --variants band_sd,band --steps 800
+    python bench/ratio_probe.py --dataset shapes32 --linear-only   # the large-σ term alone
 
 Prints, per variant, the held-out BCE it selected on, the log-r and correction (σ²∇log r) RMSE per
 σ, and the λ-weighted correction error (evaluate.corr_err). Selection uses held-out data only;
@@ -38,6 +39,37 @@ VARIANTS = {
 }
 
 
+class ZeroLogit(torch.nn.Module):
+    def forward(self, x, c_noise):
+        return x.new_zeros(len(x), 1)
+
+
+def linear_only(dataset: str, ref: float, seed: int) -> None:
+    """The large-σ term alone on the discriminator's own held-out split, v = σ_data² against v
+    along δ (images: their splits only, no attribute classifier is trained)."""
+    from tiwbench.bands import N_BANDS, VAL_SIGMAS
+    from tiwbench.ratio import HeldOutBCE, split_holdout
+
+    recipe = registry.get_dataset(dataset)
+    if hasattr(recipe, "splits"):
+        data, sigma_data = recipe.splits(ref, seed, None), 0.5  # ImageRecipe.build's σ_data
+    else:
+        data = recipe.build(ref, seed)
+        sigma_data = data.sigma_data
+    g = generator(seed, "ratio_batches")
+    x_ref, val_ref = split_holdout(data.x_ref, RatioTrainConfig.holdout, g)
+    x_bias, val_bias = split_holdout(data.x_bias, RatioTrainConfig.holdout, g)
+    held = HeldOutBCE(val_ref, val_bias, VAL_SIGMAS, g, "cpu")
+    per_band = len(VAL_SIGMAS) // N_BANDS
+    for var in ("sigma_data", "delta"):
+        model = LearnedRatio(ZeroLogit(), sigma_data, True, tuple(data.x_bias.shape[1:]), limit_var=var)
+        model.fit_limit(x_ref, x_bias)
+        bce = held(model)
+        bands = [sum(bce[k * per_band:(k + 1) * per_band]) / per_band for k in range(N_BANDS)]
+        print(f"{dataset} v={var}: {float(model.limit_variance()):.3g} (σ_data² {sigma_data ** 2:.3g}); "
+              f"held-out BCE per band " + " ".join(f"{b:.3f}" for b in bands))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="gmm_hd")
@@ -48,7 +80,11 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=0, help="MLP discriminator width (0: the recipe's)")
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--sigma-range", default="", help="lo,hi: train the discriminator on this σ band only")
+    ap.add_argument("--linear-only", action="store_true",
+                    help="held-out BCE per σ band of the large-σ term alone (network ≡ 0), for each variance")
     args = ap.parse_args()
+    if args.linear_only:
+        return linear_only(args.dataset, args.ref, args.seed)
     if args.sigma_range:
         import tiwbench.ratio as ratio_module
         lo, hi = map(float, args.sigma_range.split(","))

@@ -54,6 +54,27 @@ def test_a_stratified_reference_set_has_no_composition_floor_and_iid_says_so():
     assert "reference composition 0.0612 (i.i.d. |D_ref| = 200)" in note
 
 
+def test_records_from_before_ref_stratified_join_the_newer_ones():
+    base = {"bias": 4000, "ref": 200, "eval": 10000, "samples": 10000}
+    (floor,) = bias_floors([record(0.05, base), record(0.05, {**base, "ref_stratified": 0})])
+    assert floor["stratified"] is False
+
+
+def test_settings_a_run_did_not_use_do_not_mark_its_row():
+    """iw_dsm's clean-data model has no large-σ term: an old record's ratio_limit_var (read as
+    the legacy value) must not set it apart from tiw_dsm's rows."""
+    from tiwbench.results import run_setting
+
+    def rec(method, kind, limit_var):
+        return Record.from_dict({"config": {"method": method, "dataset": "gmm_hd", "ref": 0.05, "seed": 0,
+                                            "ratio": "trained", "ratio_limit": True, "ratio_limit_var": limit_var},
+                                 "metrics": {"bias_l2": 0.1}, "ratio_source": "trained", "ratio_kind": kind,
+                                 "shares": [0.25] * 4, "target_shares": [0.25] * 4, "feature_space": "data"})
+
+    assert "ratio_limit_var" not in run_setting(rec("iw_dsm", "time_independent", "sigma_data"))
+    assert run_setting(rec("tiw_dsm", "time_dependent", "delta"))["ratio_limit_var"] == "delta"
+
+
 @pytest.mark.parametrize("dataset", ["gmm2d", "gmm_hd"])
 def test_stratified_ref_sampling_gives_exactly_the_target_counts(dataset):
     from tiwbench.registry import get_dataset

@@ -35,12 +35,19 @@ def method_label(record: Record) -> str:
 
 
 def run_setting(record: Record) -> dict:
-    """A run's configuration beyond its own fields; ratio-training fields only where a ratio was
-    trained, ref_share only for methods on D_obs (resolve_config resets them elsewhere)."""
+    """A run's configuration beyond its own fields, without those it did not use (resolve_config
+    resets them): ratio-training fields only where a ratio was trained, ratio_limit_var only
+    where a time-dependent model had the large-σ term, ref_share only for methods on D_obs."""
     cfg = record.config
-    return {k: v for k, v in cfg.to_dict().items()
-            if k not in OWN_FIELDS and not (k in RATIO_FIELDS and cfg.ratio != "trained")
-            and not (k == "ref_share" and record.train_on not in (None, "obs"))}
+
+    def used(k: str) -> bool:
+        if k in RATIO_FIELDS and cfg.ratio != "trained":
+            return False
+        if k == "ratio_limit_var" and not (record.ratio_kind == "time_dependent" and cfg.ratio_limit):
+            return False
+        return not (k == "ref_share" and record.train_on not in (None, "obs"))
+
+    return {k: v for k, v in cfg.to_dict().items() if k not in OWN_FIELDS and used(k)}
 
 
 def setting_marks(records: list[Record], relevant=lambda field: True) -> list[str]:

@@ -92,6 +92,7 @@ def bias_floors(records) -> list[dict]:
         key = (r.config.dataset, r.config.ref, stratified)
         seen.setdefault(key, {"dataset": key[0], "ref": key[1], "samples": r.sizes["samples"],
                               "n_ref": r.sizes["ref"], "target": r.target_shares, "stratified": stratified})
+    known = {key[:2] for key in seen if key[2] is not None}  # older records join the newer ones
     return [{**f, "sampling": share_floor(f["target"], f["samples"]),
              "composition": None if f["stratified"] is True else share_floor(f["target"], f["n_ref"])}
-            for f in seen.values()]
+            for key, f in seen.items() if not (key[2] is None and key[:2] in known)]
