@@ -26,6 +26,7 @@ VARIANTS = {
     "limit": ({"weight_decay": 0.0, "holdout": 0.0}, True),
     "global": ({"select": "global"}, True),
     "band": ({"select": "band"}, True),  # today's default: the large-σ term's variance along δ
+    "band_refit": ({"select": "band", "refit": True}, True),  # then retrained on all the data
     "band_sd": ({"select": "band", "limit_var": "sigma_data"}, True),  # that variance σ_data² (until 2026-11-29)
     "band_nolimit": ({"select": "band"}, False),
     "band_wd0.1": ({"select": "band", "weight_decay": 0.1}, True),

@@ -98,6 +98,22 @@ def test_no_holdout_trains_every_step_and_keeps_the_last_state(gmm2d_data):
     assert fit.curves == [] and fit.chosen == [120] * 4 and fit.val_bce == [None] * 4
 
 
+def test_refit_retrains_on_all_the_data_for_the_selected_lengths(gmm2d_data):
+    data = gmm2d_data
+    fits = {}
+    for refit in (False, True):
+        cfg = RatioTrainConfig(steps=300, patience=100, refit=refit)
+        g = torch.Generator().manual_seed(0)
+        fits[refit] = train_ratio(small_model(data), data.x_bias, data.x_ref, cfg, g)
+    plain, refit = fits[False], fits[True]
+    assert refit.chosen == plain.chosen and refit.val_bce == plain.val_bce  # selection is untouched
+    full_delta = (data.x_ref.double().mean(0) - data.x_bias.double().mean(0)).float()
+    assert torch.allclose(refit.model.delta, full_delta, atol=1e-6)  # the limit from all the data
+    assert not torch.allclose(plain.model.delta, full_delta, atol=1e-3)  # selection's, from 80 %
+    x, sigma = torch.randn(64, 2), torch.full((64,), 1.0)
+    assert not torch.allclose(refit.model.log_ratio(x, sigma), plain.model.log_ratio(x, sigma))
+
+
 def test_banded_net_routes_each_sample_to_its_band_with_input_gradients():
     class Affine(torch.nn.Module):
         def __init__(self, scale):

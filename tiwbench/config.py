@@ -95,6 +95,8 @@ class RunConfig:
                                   "pooled variance along their mean difference) | sigma_data (σ_data², "
                                   "right for isotropic data only).", check=one_of("delta", "sigma_data"),
                                   ratio_training=True, legacy="sigma_data")
+    ratio_refit: bool = option(False, "After held-out selection, retrain the discriminator on all of D_ref and "
+                               "D_bias for the selected number of steps per σ band.", ratio_training=True)
     ratio_sigma_floor: float = option(0.0, "Below this σ (in units of σ_data) the discriminator's network sees "
                                       "this σ (0 = off).", check=at_least(0), ratio_training=True)
     sample_steps: int = option(18, "Heun sampler steps.", check=at_least(2))

@@ -221,6 +221,7 @@ class RatioTrainConfig:
     select: str = "band"  # band: best state per σ band; global: best mean over bands; last
     limit: bool = True  # the exact large-σ term of time-dependent LearnedRatios (built with it)
     limit_var: str = "delta"  # that term's variance: along δ, or σ_data² (the model is built with it)
+    refit: bool = False  # after selection, retrain on all the data for the selected lengths
     sigma_floor: float = 0.0  # LearnedRatio's floor, in units of σ_data (the model is built with it)
     eval_every: int = 50
 
@@ -286,6 +287,7 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     select = cfg.select if cfg.holdout > 0 else "last"
     if select not in SELECTIONS:
         raise ValueError(f"select must be one of {SELECTIONS}, got {cfg.select!r}")
+    all_ref, all_bias, init = x_ref, x_bias, copy.deepcopy(model.net.state_dict())
     x_ref, val_ref = split_holdout(x_ref, cfg.holdout, generator)
     x_bias, val_bias = split_holdout(x_bias, cfg.holdout, generator)
     model.fit_limit(x_ref, x_bias)
@@ -332,11 +334,41 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     if select == "last":
         chosen = [step] * bands
     else:
+        if cfg.refit:  # the selected lengths, retrained from the same start on all the data
+            model.net.load_state_dict(init)
+            best_states = _refit(model, all_bias, all_ref, cfg, chosen, generator, on_step)
         model = _restore(model, best_states)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return RatioFit(model, curves, chosen, best_val)
+
+
+def _refit(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainConfig, chosen: list[int],
+           generator: torch.Generator, on_step: Callable[[int], None]) -> list[dict]:
+    """Train on all of D_ref and D_bias (the held-out share too) for as many steps as selection
+    chose, with the same optimiser and schedule; each band's state at its chosen step."""
+    device = next(model.parameters()).device
+    model.fit_limit(x_ref, x_bias)
+    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
+    half = cfg.batch_size // 2
+    labels = torch.cat([torch.ones(half), torch.zeros(half)]).to(device)
+    states: list[dict | None] = [None] * len(chosen)
+    model.train()
+    with stop_requests() as stop:
+        for step in range(1, max(chosen) + 1):
+            if stop:
+                raise Interrupted(f"interrupted during the ratio refit at step {step}/{max(chosen)}; "
+                                  "run the same command again")
+            _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device)
+            on_step(step)
+            state = None
+            for k, at in enumerate(chosen):
+                if at == step:
+                    state = state or {n: t.detach().clone() for n, t in model.net.state_dict().items()}
+                    states[k] = state  # bands that chose one step share one state
+    return states
 
 
 def _restore(model: LearnedRatio, states: list[dict]) -> LearnedRatio:
