@@ -294,10 +294,7 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     bands = N_BANDS if model.time_dependent else 1
     sigmas = VAL_SIGMAS if model.time_dependent else [SIGMA_MIN]
     held_out = HeldOutBCE(val_ref, val_bias, sigmas, generator, device) if select != "last" else None
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    half = cfg.batch_size // 2
-    labels = torch.cat([torch.ones(half), torch.zeros(half)]).to(device)
+    opt, sched, half, labels = _optimiser(model, cfg, device)
     edges = torch.tensor(BAND_EDGES, device=device)
     best, best_val, chosen = [math.inf] * bands, [None] * bands, [cfg.steps] * bands
     best_states: list[dict | None] = [None] * bands
@@ -344,16 +341,21 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     return RatioFit(model, curves, chosen, best_val)
 
 
+def _optimiser(model: LearnedRatio, cfg: RatioTrainConfig, device) -> tuple:
+    """AdamW with a cosine schedule over cfg.steps, half a batch per class and its labels."""
+    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    half = cfg.batch_size // 2
+    labels = torch.cat([torch.ones(half), torch.zeros(half)]).to(device)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps), half, labels
+
+
 def _refit(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainConfig, chosen: list[int],
            generator: torch.Generator, on_step: Callable[[int], None]) -> list[dict]:
     """Train on all of D_ref and D_bias (the held-out share too) for as many steps as selection
     chose, with the same optimiser and schedule; each band's state at its chosen step."""
     device = next(model.parameters()).device
     model.fit_limit(x_ref, x_bias)
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    half = cfg.batch_size // 2
-    labels = torch.cat([torch.ones(half), torch.zeros(half)]).to(device)
+    opt, sched, half, labels = _optimiser(model, cfg, device)
     states: list[dict | None] = [None] * len(chosen)
     model.train()
     with stop_requests() as stop:
