@@ -14,8 +14,8 @@ import time
 import torch
 
 from tiwbench import registry
-from tiwbench.bands import BAND_EDGES
-from tiwbench.diffusion import Denoiser, Precond, sample_training_sigma
+from tiwbench.bands import N_BANDS
+from tiwbench.diffusion import Denoiser, sample_training_sigma
 from tiwbench.methods.dsm_obs import DSMObs
 from tiwbench.methods.tiw_dsm import TIWDSM
 from tiwbench.ratio import BandedNet, LearnedRatio
@@ -35,8 +35,7 @@ def main() -> None:
         model = LearnedRatio(recipe.ratio_net(), data.sigma_data, True, (2,))
         model.fit_limit(data.x_ref, data.x_bias)
         if banded:
-            edges = [float(Precond.c_noise(torch.tensor(e))) for e in BAND_EDGES]
-            model.net = BandedNet([copy.deepcopy(model.net) for _ in range(4)], edges)
+            model.net = BandedNet.for_bands([copy.deepcopy(model.net) for _ in range(N_BANDS)])
         return model.requires_grad_(False).eval()
 
     print("| step | ms/step |\n|---|---|")

@@ -282,12 +282,22 @@ def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfi
                             f"{dataset!r} does not have")
     values["ratio"] = ratio if method_cls.ratio else "none"
     cfg = RunConfig(method=method, dataset=dataset, **values)
-    unused = ([] if method_cls.ratio else ["alpha"]) + ([] if method_cls.train_on == "obs" else ["ref_share"])
+    unused = unused_fields(cfg, method_cls.ratio, method_cls.train_on)
+    return replace(cfg, **{name: neutral(FIELDS[name]) for name in unused})
+
+
+def unused_fields(cfg: RunConfig, ratio_kind: str | None, train_on: str | None) -> list[str]:
+    """The fields a run of a method with this ratio kind and training set does not use:
+    resolve_config resets them, tables do not set rows apart by them (results.run_setting).
+    `train_on` None: a record from before it was recorded (ref_share then counts as used)."""
+    unused = [] if ratio_kind else ["alpha"]
+    if train_on not in (None, "obs"):
+        unused.append("ref_share")
     if cfg.ratio != "trained":
         unused += RATIO_FIELDS
-    elif method_cls.ratio != "time_dependent" or not cfg.ratio_limit:  # no large-σ term to scale
+    elif ratio_kind != "time_dependent" or not cfg.ratio_limit:  # no large-σ term to scale
         unused.append("ratio_limit_var")
-    return replace(cfg, **{name: neutral(FIELDS[name]) for name in unused})
+    return unused
 
 
 def cli_flags(values: dict, defaults: dict) -> list[str]:

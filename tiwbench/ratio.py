@@ -193,6 +193,12 @@ class BandedNet(nn.Module):
         self.nets = nn.ModuleList(nets)
         self.register_buffer("edges", torch.tensor(c_noise_edges))
 
+    @classmethod
+    def for_bands(cls, nets: list[nn.Module]) -> BandedNet:
+        """One network per band of bands.BAND_EDGES (σ), routed by c_noise; on their device."""
+        edges = [float(Precond.c_noise(torch.tensor(e))) for e in BAND_EDGES[:len(nets) - 1]]
+        return cls(nets, edges).to(next(nets[0].parameters()).device)
+
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         band = torch.bucketize(c_noise.float(), self.edges)
         out = x.new_zeros(len(x), 1)
@@ -287,7 +293,8 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     select = cfg.select if cfg.holdout > 0 else "last"
     if select not in SELECTIONS:
         raise ValueError(f"select must be one of {SELECTIONS}, got {cfg.select!r}")
-    all_ref, all_bias, init = x_ref, x_bias, copy.deepcopy(model.net.state_dict())
+    all_ref, all_bias = x_ref, x_bias
+    init = copy.deepcopy(model.net.state_dict()) if cfg.refit else None
     x_ref, val_ref = split_holdout(x_ref, cfg.holdout, generator)
     x_bias, val_bias = split_holdout(x_bias, cfg.holdout, generator)
     model.fit_limit(x_ref, x_bias)
@@ -383,8 +390,7 @@ def _restore(model: LearnedRatio, states: list[dict]) -> LearnedRatio:
         net = copy.deepcopy(model.net)
         net.load_state_dict(state)
         nets.append(net)
-    device = next(model.net.parameters()).device  # the edges too (a CUDA run found them on the CPU)
-    model.net = BandedNet(nets, [float(Precond.c_noise(torch.tensor(e))) for e in BAND_EDGES]).to(device)
+    model.net = BandedNet.for_bands(nets)  # edges on the nets' device (a CUDA run found them on the CPU)
     return model
 
 

@@ -56,8 +56,7 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
         try:
             saved = load_torch(path, expect=key)
             if saved["bands"]:
-                model.net = BandedNet([copy.deepcopy(model.net) for _ in range(saved["bands"])],
-                                      [0.0] * (saved["bands"] - 1)).to(device)
+                model.net = BandedNet.for_bands([copy.deepcopy(model.net) for _ in range(saved["bands"])])
             model.load_state_dict(saved["model"])
             summary = saved["fit"]
         except (KeyError, RuntimeError) as e:

@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 
-from .config import FIELDS, RATIO_FIELDS, RunConfig, cli_flags, format_value
+from .config import FIELDS, RATIO_FIELDS, RunConfig, cli_flags, format_value, unused_fields
 from .errors import TiwbenchError
 from .record import Record
 from .stats import best_and_ties, bias_floors, paired_to_baseline, row_label
@@ -35,19 +35,11 @@ def method_label(record: Record) -> str:
 
 
 def run_setting(record: Record) -> dict:
-    """A run's configuration beyond its own fields, without those it did not use (resolve_config
-    resets them): ratio-training fields only where a ratio was trained, ratio_limit_var only
-    where a time-dependent model had the large-σ term, ref_share only for methods on D_obs."""
+    """A run's configuration beyond its own fields, without those it did not use
+    (config.unused_fields, the rule resolve_config resets them by)."""
     cfg = record.config
-
-    def used(k: str) -> bool:
-        if k in RATIO_FIELDS and cfg.ratio != "trained":
-            return False
-        if k == "ratio_limit_var" and not (record.ratio_kind == "time_dependent" and cfg.ratio_limit):
-            return False
-        return not (k == "ref_share" and record.train_on not in (None, "obs"))
-
-    return {k: v for k, v in cfg.to_dict().items() if k not in OWN_FIELDS and used(k)}
+    unused = set(unused_fields(cfg, record.ratio_kind, record.train_on))
+    return {k: v for k, v in cfg.to_dict().items() if k not in OWN_FIELDS and k not in unused}
 
 
 def setting_marks(records: list[Record], relevant=lambda field: True) -> list[str]:

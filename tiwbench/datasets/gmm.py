@@ -36,8 +36,11 @@ class GaussianMixture:
     def sample(self, n: int, weights: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """n draws and their component labels."""
         labels = torch.multinomial(weights, n, replacement=True, generator=generator)
-        x = self.means[labels] + self.std * torch.randn(n, self.dim, generator=generator)
-        return x, labels
+        return self.draw(labels, generator), labels
+
+    def draw(self, labels: Tensor, generator: torch.Generator) -> Tensor:
+        """One point of component labels[i] for each i."""
+        return self.means[labels] + self.std * torch.randn(len(labels), self.dim, generator=generator)
 
     def sample_exact_shares(self, n: int, weights: Tensor, generator: torch.Generator) -> Tensor:
         """n draws whose component counts are the weights' largest-remainder rounding of n·w
@@ -46,8 +49,7 @@ class GaussianMixture:
         counts = quota.floor().long()
         counts[torch.argsort(quota - counts, descending=True)[:n - int(counts.sum())]] += 1
         labels = torch.repeat_interleave(torch.arange(len(weights)), counts)
-        labels = labels[torch.randperm(n, generator=generator)]
-        return self.means[labels] + self.std * torch.randn(n, self.dim, generator=generator)
+        return self.draw(labels[torch.randperm(n, generator=generator)], generator)
 
     def sample_posterior(self, x: Tensor, sigma: float, weights: Tensor, m: int,
                          generator: torch.Generator) -> Tensor:
