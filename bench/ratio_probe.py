@@ -49,7 +49,7 @@ def linear_only(dataset: str, ref: float, seed: int) -> None:
     """The large-σ term alone on the discriminator's own held-out split, v = σ_data² against v
     along δ (images: their splits only, no attribute classifier is trained)."""
     from tiwbench.bands import N_BANDS, VAL_SIGMAS
-    from tiwbench.ratio import HeldOutBCE, split_holdout
+    from tiwbench.ratio import HeldOutBCE, ratio_splits
 
     recipe = registry.get_dataset(dataset)
     if hasattr(recipe, "splits"):
@@ -58,8 +58,7 @@ def linear_only(dataset: str, ref: float, seed: int) -> None:
         data = recipe.build(ref, seed)
         sigma_data = data.sigma_data
     g = generator(seed, "ratio_batches")
-    x_ref, val_ref = split_holdout(data.x_ref, RatioTrainConfig.holdout, g)
-    x_bias, val_bias = split_holdout(data.x_bias, RatioTrainConfig.holdout, g)
+    x_ref, val_ref, x_bias, val_bias = ratio_splits(data.x_ref, data.x_bias, RatioTrainConfig.holdout, g)
     held = HeldOutBCE(val_ref, val_bias, VAL_SIGMAS, g, "cpu")
     per_band = len(VAL_SIGMAS) // N_BANDS
     for var in ("sigma_data", "delta"):

@@ -8,7 +8,7 @@ from tiwbench.methods.dsm_obs import DSMObs
 from tiwbench.methods.dsm_ref import DSMRef
 from tiwbench.record import Record
 from tiwbench.results import long_table, metric_heading
-from tiwbench.run import training_set
+from tiwbench.score_nets import training_set
 from tiwbench.train import draw_indices
 
 

@@ -97,6 +97,11 @@ class RunConfig:
                                   ratio_training=True, legacy="sigma_data")
     ratio_refit: bool = option(False, "After held-out selection, retrain the discriminator on all of D_ref and "
                                "D_bias for the selected number of steps per σ band.", ratio_training=True)
+    ratio_backbone: str = option("scratch", "Discriminator backbone: scratch (the dataset's own network, trained "
+                                 "from scratch) | score (the frozen encoder of the dsm_obs score network of the "
+                                 "same data, seed and training options, trained once and cached, with a small "
+                                 "trained head) | FILE (a frozen TorchScript encoder (x_in, c_noise) -> (B, F)).",
+                                 check=lambda v: backbone_error(v), ratio_training=True)
     ratio_sigma_floor: float = option(0.0, "Below this σ (in units of σ_data) the discriminator's network sees "
                                       "this σ (0 = off).", check=at_least(0), ratio_training=True)
     sample_steps: int = option(18, "Heun sampler steps.", check=at_least(2))
@@ -169,6 +174,17 @@ class RunConfig:
 FIELDS = {f.name: f for f in fields(RunConfig)}
 CLI_FIELDS = [f for f in fields(RunConfig) if f.metadata["cli"]]
 RATIO_FIELDS = tuple(f.name for f in fields(RunConfig) if f.metadata["ratio_training"])
+
+
+RATIO_BACKBONES = ("scratch", "score")
+
+
+def backbone_error(value) -> str | None:
+    from pathlib import Path
+
+    if value in RATIO_BACKBONES or (isinstance(value, str) and Path(value).is_file()):
+        return None
+    return f"must be {' or '.join(RATIO_BACKBONES)}, or an existing TorchScript file"
 
 
 def neutral(f) -> Any:
@@ -280,10 +296,16 @@ def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfi
     if ratio == "oracle" and method_cls.ratio and not recipe_cls.has_exact_ratio:
         raise TiwbenchError(f"--ratio oracle needs an exact density ratio, which dataset "
                             f"{dataset!r} does not have")
-    values["ratio"] = ratio if method_cls.ratio else "none"
-    cfg = RunConfig(method=method, dataset=dataset, **values)
-    unused = unused_fields(cfg, method_cls.ratio, method_cls.train_on)
-    return replace(cfg, **{name: neutral(FIELDS[name]) for name in unused})
+    values["ratio"] = ratio
+    return for_method(RunConfig(method=method, dataset=dataset, **values), method, method_cls.ratio,
+                      method_cls.train_on)
+
+
+def for_method(cfg: RunConfig, method: str, ratio_kind: str | None, train_on: str | None) -> RunConfig:
+    """`cfg` as a run of `method` (of that ratio kind and training set): the options it does not
+    use reset to their neutral values, so that they do not split its identity."""
+    cfg = replace(cfg, method=method, ratio=cfg.ratio if ratio_kind else "none")
+    return replace(cfg, **{name: neutral(FIELDS[name]) for name in unused_fields(cfg, ratio_kind, train_on)})
 
 
 def unused_fields(cfg: RunConfig, ratio_kind: str | None, train_on: str | None) -> list[str]:

@@ -229,6 +229,7 @@ class RatioTrainConfig:
     limit_var: str = "delta"  # that term's variance: along δ, or σ_data² (the model is built with it)
     refit: bool = False  # after selection, retrain on all the data for the selected lengths
     sigma_floor: float = 0.0  # LearnedRatio's floor, in units of σ_data (the model is built with it)
+    backbone: str = "scratch"  # the network's (ratio_cache.ratio_net_for builds it; keys the cache)
     eval_every: int = 50
 
 
@@ -253,6 +254,16 @@ def split_holdout(x: Tensor, share: float, generator: torch.Generator) -> tuple[
     n_out = min(len(x) - 1, round(share * len(x))) if share > 0 else 0
     perm = torch.randperm(len(x), generator=generator)
     return x[perm[n_out:]], x[perm[:n_out]]
+
+
+def ratio_splits(x_ref: Tensor, x_bias: Tensor, share: float,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The discriminator's (train, held-out) splits of D_ref and D_bias: the first draws of its
+    `ratio_batches` stream, so that anything else trained for it (the encoder of
+    `--ratio-backbone score`) can avoid its held-out data."""
+    x_ref, val_ref = split_holdout(x_ref, share, generator)
+    x_bias, val_bias = split_holdout(x_bias, share, generator)
+    return x_ref, val_ref, x_bias, val_bias
 
 
 class HeldOutBCE:
@@ -295,8 +306,7 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
         raise ValueError(f"select must be one of {SELECTIONS}, got {cfg.select!r}")
     all_ref, all_bias = x_ref, x_bias
     init = copy.deepcopy(model.net.state_dict()) if cfg.refit else None
-    x_ref, val_ref = split_holdout(x_ref, cfg.holdout, generator)
-    x_bias, val_bias = split_holdout(x_bias, cfg.holdout, generator)
+    x_ref, val_ref, x_bias, val_bias = ratio_splits(x_ref, x_bias, cfg.holdout, generator)
     model.fit_limit(x_ref, x_bias)
     bands = N_BANDS if model.time_dependent else 1
     sigmas = VAL_SIGMAS if model.time_dependent else [SIGMA_MIN]

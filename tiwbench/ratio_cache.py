@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from . import dist
 from .checkpoint import load_torch, save_torch
@@ -17,7 +18,9 @@ from .console import progress_bar, say
 from .datasets.base import BenchmarkData, DatasetRecipe
 from .errors import TiwbenchError
 from .locks import run_lock
+from .nets.discriminator import FrozenEncoder, HeadOnFeatures, ScoreEncoder
 from .ratio import BandedNet, DensityRatio, LearnedRatio, train_ratio
+from .score_nets import score_net_for, score_net_path
 from .streams import digest, generator
 
 
@@ -31,11 +34,18 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     train_cfg = cfg.ratio_config()
     key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref,
            "seed": cfg.seed, "kind": kind, **asdict(train_cfg)}
+    net, backbone_id = ratio_net_for(cfg, recipe, data, results, device)
+    if train_cfg.backbone == "scratch":  # (caches made before the option keep their names)
+        del key["backbone"]
+    else:
+        key["backbone"] = backbone_id
     if cfg.precision == "tf32":  # trained with TF32 matmuls (ratio training is otherwise fp32)
         key["tf32"] = True
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest(key)}.pt"
     torch.manual_seed(cfg.seed)  # the "init" stream
-    model = LearnedRatio(recipe.ratio_net(), data.sigma_data, time_dependent,
+    if net is None:
+        net = recipe.ratio_net()
+    model = LearnedRatio(net, data.sigma_data, time_dependent,
                          # the large-σ term is the time-dependent ratio's: clean data have no large σ
                          data_shape=tuple(data.x_bias.shape[1:]) if train_cfg.limit and time_dependent else None,
                          sigma_floor=train_cfg.sigma_floor * data.sigma_data,
@@ -65,3 +75,42 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
         model.requires_grad_(False).eval()
         say(f"reusing the cached {kind} ratio model {path}")
     return model, summary
+
+
+def ratio_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, results: Path,
+                  device: torch.device) -> tuple[nn.Module | None, str]:
+    """The discriminator network `cfg.ratio_backbone` asks for, built before the "init" stream
+    (None: the dataset's own, built after it), and what identifies its frozen part."""
+    if cfg.ratio_backbone == "scratch":
+        return None, ""
+    if cfg.ratio_backbone == "score":
+        encoder = ScoreEncoder(score_net_for(cfg, recipe, data, results, device))
+        features, identity = encoder.features, score_net_path(cfg, results).stem
+    else:
+        encoder, features, identity = scripted_encoder(Path(cfg.ratio_backbone), data, device)
+    torch.manual_seed(cfg.seed)  # the "init" stream, for the head
+    return HeadOnFeatures(FrozenEncoder(encoder, features)).to(device), identity
+
+
+def scripted_encoder(path: Path, data: BenchmarkData, device: torch.device) -> tuple[nn.Module, int, str]:
+    """A user's TorchScript encoder (x_in, c_noise) -> (B, F), checked on a probe batch; with F
+    and its identity, the file's digest (a changed file is a new discriminator)."""
+    import hashlib
+
+    try:
+        encoder = torch.jit.load(str(path), map_location=device)
+    except (RuntimeError, ValueError) as e:
+        raise TiwbenchError(f"--ratio-backbone {path}: not a TorchScript file "
+                            f"({str(e).splitlines()[0]})") from None
+    probe = torch.zeros((2, *data.x_bias.shape[1:]), device=device)
+    try:
+        with torch.no_grad():
+            out = encoder(probe, torch.zeros(2, device=device))
+    except Exception as e:  # noqa: BLE001 - any failure of the user's code is reported the same way
+        raise TiwbenchError(f"--ratio-backbone {path}: calling it on (x_in {tuple(probe.shape)}, c_noise (2,)) "
+                            f"failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise TiwbenchError(f"--ratio-backbone {path}: must return features of shape (B, F); "
+                            f"got {shape} for a batch of 2")
+    return encoder, int(out.shape[1]), "file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]

@@ -13,17 +13,16 @@ from . import __version__, dist, evaluate, registry
 from .checkpoint import write_json, write_text
 from .config import RunConfig
 from .console import is_main_process, progress_bar, say
-from .datasets.base import BenchmarkData
-from .diffusion import Denoiser
 from .errors import TiwbenchError
 from .locks import check_writable, run_lock
-from .methods.base import Method, guided
+from .methods.base import guided
 from .ratio import TrainingRatio
 from .ratio_cache import ratio_model_for
 from .record import RECORD_NAME, Record
+from .score_nets import fit_score, training_set
 from .streams import stream_seed
 from .tblog import curve_log
-from .train import autocast, train_score
+from .train import autocast
 
 
 def record_path(cfg: RunConfig, results: Path) -> Path:
@@ -50,20 +49,6 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TiwbenchError(f"--device {device}: CUDA is not available on this machine")
     return dev
-
-
-def training_set(method: Method, data: BenchmarkData, ref_share: float = 0.0) -> tuple[torch.Tensor, float, tuple]:
-    """The data the score network sees, its unbiased share π, and the batch strata
-    (docs/design.md §2). With `ref_share` > 0 (methods on D_obs), every batch holds that share of
-    D_ref samples, and π is that share: the training distribution the ratio refers to."""
-    if method.train_on == "bias":
-        return data.x_bias, 0.0, ()
-    if method.train_on == "ref":
-        return data.x_ref, 1.0, ()
-    x = torch.cat([data.x_bias, data.x_ref])
-    if ref_share > 0:
-        return x, ref_share, (len(data.x_ref), ref_share)
-    return x, len(data.x_ref) / len(x), ()
 
 
 def existing_record(cfg: RunConfig, results: Path) -> Record | None:
@@ -130,15 +115,11 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
         log.ratio(ratio_fit)
 
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)  # the "init" stream
-    denoiser = Denoiser(recipe.score_net(cfg.net), data.sigma_data).to(dev)
-    x_train, pi, strata = training_set(method, data, cfg.ref_share)
-    train_cfg = cfg.train_config(strata=(strata[0], round(strata[1] * cfg.batch_size)) if strata else ())
     score_curves: list[dict] = []
-    with progress_bar(f"score ({cfg.method})", cfg.steps) as update:
-        ema = train_score(method, denoiser, x_train, pi, ratio_model, cfg.alpha, train_cfg,
-                          cfg.seed, folder / "checkpoint.pt", on_step=update, precision=cfg.precision,
-                          compile=compile, curves=score_curves, on_curve=log.score if log else None)
+    train_set = training_set(method, data, cfg.ref_share)
+    pi = train_set[1]
+    ema = fit_score(cfg, method, recipe, data.sigma_data, train_set, ratio_model, dev, compile,
+                    folder / "checkpoint.pt", curves=score_curves, on_curve=log.score if log else None)
     if log is not None:
         log.close()
     timing["train_s"] = time.perf_counter() - t0

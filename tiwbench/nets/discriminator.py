@@ -1,7 +1,6 @@
-"""σ-conditioned convolutional discriminator for images: a pluggable backbone and a linear head.
-
-The backbone maps (x_in, c_noise) to a feature vector; a frozen pretrained extractor (as in the
-paper's ADM classifier) can replace the default one without touching the methods.
+"""σ-conditioned discriminators: a convolutional one trained from scratch for images, and a small
+head on a frozen encoder (`--ratio-backbone`: the dsm_obs score network's encoder, or a user's
+TorchScript one), as the paper's stands on its pretrained ADM classifier.
 """
 
 from __future__ import annotations
@@ -9,6 +8,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .mlp import NoiseEmbedding
 from .unet import PositionalEmbedding, UNetBlock, group_norm
 
 
@@ -48,3 +48,48 @@ class ConvDiscriminator(nn.Module):
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         return self.head(self.backbone(x, c_noise))
+
+
+class FrozenEncoder(nn.Module):
+    """A pretrained encoder (x_in, c_noise) -> (B, features), frozen: no parameter trains and it
+    stays in eval mode whatever mode its owner is put in; gradients still reach the input."""
+
+    def __init__(self, encoder: nn.Module, features: int):
+        super().__init__()
+        self.encoder, self.features = encoder.eval(), features
+        for p in encoder.parameters():  # (a TorchScript module has no requires_grad_)
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        self.training = mode
+        return self
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        return self.encoder(x, c_noise)
+
+
+class ScoreEncoder(nn.Module):
+    """A score network seen through its `encode` (nets.mlp.ConditionalMLP, nets.unet.UNet)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.features = net, net.features
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        return self.net.encode(x, c_noise)
+
+
+class HeadOnFeatures(nn.Module):
+    """logit = MLP(LayerNorm(features) → hidden, + a noise embedding, SiLU → 1) on a frozen
+    encoder: the paper's discriminator shape, a small trainable head on a noise-aware encoder."""
+
+    def __init__(self, encoder: FrozenEncoder, hidden: int = 128):
+        super().__init__()
+        self.encoder = encoder
+        self.norm, self.inp = nn.LayerNorm(encoder.features), nn.Linear(encoder.features, hidden)
+        self.embed = nn.Sequential(NoiseEmbedding(64), nn.Linear(64, hidden))
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        h = self.inp(self.norm(self.encoder(x, c_noise).float())) + self.embed(c_noise)
+        return self.out(F.silu(h))

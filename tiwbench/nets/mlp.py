@@ -36,9 +36,17 @@ class ConditionalMLP(nn.Module):
             for _ in range(depth))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim if out_dim is None else out_dim))
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+    @property
+    def features(self) -> int:
+        return self.inp.out_features
+
+    def encode(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        """The last hidden state, (B, hidden): what a frozen-feature discriminator stands on."""
         emb = self.embed(c_noise)
         h = self.inp(x) + emb
         for block in self.blocks:
             h = h + block(h + emb)
-        return self.out(h)
+        return h
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        return self.out(self.encode(x, c_noise))

@@ -121,6 +121,7 @@ class UNet(nn.Module):
                 self.enc.append(block(cout, mc * mult, attention=res in cfg.attn_resolutions))
                 cout = mc * mult
         skips = [m.conv1.out_channels if isinstance(m, UNetBlock) else m.out_channels for m in self.enc]
+        self.features = sum(skips[i] for i in self._level_ends())  # of `encode`
 
         self.dec = nn.ModuleList()
         self.dec_takes_skip: list[bool] = []
@@ -139,12 +140,31 @@ class UNet(nn.Module):
                 self.dec_takes_skip.append(True)
         self.out_norm, self.out_conv = group_norm(cout), nn.Conv2d(cout, cfg.img_channels, 3, padding=1)
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        emb = F.silu(self.map1(F.silu(self.map0(self.map_noise(c_noise)))))
+    def _level_ends(self) -> list[int]:
+        """Index in `enc` of each resolution level's last module."""
+        per_level = self.cfg.num_blocks + 1
+        return [per_level * (level + 1) - 1 for level in range(len(self.cfg.channel_mult))]
+
+    def _embed(self, c_noise: Tensor) -> Tensor:
+        return F.silu(self.map1(F.silu(self.map0(self.map_noise(c_noise)))))
+
+    def _encoder_path(self, x: Tensor, emb: Tensor) -> list[Tensor]:
         skips = []
         for m in self.enc:
             x = m(x, emb) if isinstance(m, UNetBlock) else m(x)
             skips.append(x)
+        return skips
+
+    def encode(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        """The encoder path's output at every resolution, averaged over space and concatenated,
+        (B, features): what a frozen-feature discriminator stands on."""
+        skips = self._encoder_path(x, self._embed(c_noise))
+        return torch.cat([skips[i].mean(dim=(2, 3)) for i in self._level_ends()], dim=1)
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        emb = self._embed(c_noise)
+        skips = self._encoder_path(x, emb)
+        x = skips[-1]
         for m, takes_skip in zip(self.dec, self.dec_takes_skip):
             if takes_skip:
                 x = torch.cat([x, skips.pop()], dim=1)
