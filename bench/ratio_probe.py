@@ -18,14 +18,15 @@ import time
 import torch
 
 from tiwbench import evaluate, registry
-from tiwbench.ratio import LearnedRatio, RatioTrainConfig, train_ratio
+from tiwbench.ratio import LearnedRatio, RatioTrainConfig, train_ratio, zero_output_layer
 from tiwbench.streams import generator, stream_seed
 
 VARIANTS = {
-    "today": ({"weight_decay": 0.0, "holdout": 0.0}, False),
-    "limit": ({"weight_decay": 0.0, "holdout": 0.0}, True),
+    "today": ({"weight_decay": 0.0, "holdout": 0.0, "prior": False}, False),  # the first tables' discriminator
+    "band_noprior": ({"select": "band", "prior": False}, True),  # until 2026-11-30: trained states only
+    "limit": ({"weight_decay": 0.0, "holdout": 0.0, "prior": False}, True),
     "global": ({"select": "global"}, True),
-    "band": ({"select": "band"}, True),  # today's default: the large-σ term's variance along δ
+    "band": ({"select": "band"}, True),  # today's default (the untrained prior a candidate, variance along δ)
     "band_refit": ({"select": "band", "refit": True}, True),  # then retrained on all the data
     "band_sd": ({"select": "band", "limit_var": "sigma_data"}, True),  # that variance σ_data² (until 2026-11-29)
     "band_nolimit": ({"select": "band"}, False),
@@ -103,8 +104,9 @@ def main() -> None:
         net = ConditionalMLP(data.x_bias.shape[1], out_dim=1, hidden=args.hidden, depth=args.depth) \
             if args.hidden else recipe.ratio_net()
         train_cfg = RatioTrainConfig(steps=args.steps, **options)
-        model = LearnedRatio(net, data.sigma_data, True, data.x_bias.shape[1:] if limit else None,
-                             sigma_floor=floor * data.sigma_data, limit_var=train_cfg.limit_var)
+        model = LearnedRatio(zero_output_layer(net) if train_cfg.prior else net, data.sigma_data, True,
+                             data.x_bias.shape[1:] if limit else None, sigma_floor=floor * data.sigma_data,
+                             limit_var=train_cfg.limit_var)
         t0 = time.perf_counter()
         fit = train_ratio(model, data.x_bias, data.x_ref, train_cfg, generator(args.seed, "ratio_batches"))
         took = time.perf_counter() - t0

@@ -16,5 +16,7 @@ for D in gmm_hd gmm2d digits_lt; do
   if [ $D != digits_lt ]; then  # the analytic sets: the exact ratio as the upper bound
     $T sweep --dataset $D --methods $RATIO_METHODS --refs $REFS --seeds $SEEDS --ratio oracle
   fi
+  # the discriminator as a head on a frozen encoder (issue 11 item 3), against the default
+  $T sweep --dataset $D --methods iw_dsm,tiw_dsm --refs $REFS --seeds $SEEDS --ratio-backbone score
   rm -rf results/$D && $T report --dataset $D --summary bench/summaries/$D.md
 done

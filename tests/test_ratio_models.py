@@ -7,7 +7,14 @@ import torch
 
 from tiwbench.evaluate import corr_err, ratio_diagnostics, ratio_error
 from tiwbench.nets.mlp import ConditionalMLP
-from tiwbench.ratio import BandedNet, LearnedRatio, RatioTrainConfig, log_r_and_grad, train_ratio
+from tiwbench.ratio import (
+    BandedNet,
+    LearnedRatio,
+    RatioTrainConfig,
+    log_r_and_grad,
+    train_ratio,
+    zero_output_layer,
+)
 
 
 def small_model(data, limit=True, floor=0.0):
@@ -78,7 +85,8 @@ def test_held_out_selection_keeps_the_best_state_per_band_and_stops_early(gmm2d_
     cfg = RatioTrainConfig(steps=600, lr=2e-3, eval_every=50, patience=200)
     fit = train_ratio(small_model(data), data.x_bias, data.x_ref, cfg, torch.Generator().manual_seed(0))
     steps = sorted({c["step"] for c in fit.curves})
-    assert steps[0] == 50 and steps == list(range(50, steps[-1] + 1, 50))
+    assert steps == list(range(0, steps[-1] + 1, 50))  # the untrained state is a candidate too
+    assert all(c["train_bce"] is None for c in fit.curves if c["step"] == 0)
     assert len(fit.chosen) == 4 and all(s in steps for s in fit.chosen)
     last = steps[-1]
     assert last == 600 or last - max(fit.chosen) >= 200  # stopped only after `patience` without gain
@@ -89,6 +97,37 @@ def test_held_out_selection_keeps_the_best_state_per_band_and_stops_early(gmm2d_
     assert not any(p.requires_grad for p in fit.model.parameters())
     summary = fit.summary()
     assert summary["bands"][0].startswith("0.002") and len(summary["curves"]) == 4 * len(steps)
+
+
+def test_without_signal_selection_keeps_the_untrained_prior():
+    """D_ref and D_bias from one distribution: w ≡ 1. A few reference points are memorised at once;
+    the untrained state, whose output layer is zero, is exactly log w = 0, and held-out data keep it."""
+    g = torch.Generator().manual_seed(0)
+    x_ref, x_bias = torch.randn(10, 2, generator=g), torch.randn(2000, 2, generator=g)
+    def untrained():
+        torch.manual_seed(0)
+        return LearnedRatio(zero_output_layer(ConditionalMLP(2, out_dim=1, hidden=64, depth=2)), 1.0, False)
+
+    x = torch.randn(100, 2)
+    assert torch.equal(untrained().log_ratio(x, torch.zeros(100)), torch.zeros(100))
+    for refit in (False, True):
+        cfg = RatioTrainConfig(steps=300, lr=3e-3, patience=300, refit=refit)
+        fit = train_ratio(untrained(), x_bias, x_ref, cfg, torch.Generator().manual_seed(0))
+        assert fit.chosen == [0], fit.curves
+        assert math.isclose(fit.val_bce[0], math.log(2), rel_tol=1e-5)
+        assert any(c["val_bce"] > math.log(2) for c in fit.curves)  # the trained states were worse
+        assert torch.equal(fit.model.log_ratio(x, torch.zeros(100)), torch.zeros(100))
+
+
+def test_zero_output_layer_finds_the_output_of_every_built_in_discriminator():
+    from tiwbench.nets.discriminator import ConvDiscriminator, FrozenEncoder, HeadOnFeatures, ScoreEncoder
+
+    nets = [ConditionalMLP(3, out_dim=1, hidden=16, depth=1), ConvDiscriminator(1, channels=8),
+            HeadOnFeatures(FrozenEncoder(ScoreEncoder(ConditionalMLP(3, hidden=16, depth=1)), 16), hidden=8)]
+    inputs = [torch.randn(4, 3), torch.randn(4, 1, 8, 8), torch.randn(4, 3)]
+    for net, x in zip(nets, inputs):
+        assert net(x, torch.randn(4)).abs().sum() > 0
+        assert torch.equal(zero_output_layer(net)(x, torch.randn(4)), torch.zeros(4, 1)), type(net).__name__
 
 
 def test_no_holdout_trains_every_step_and_keeps_the_last_state(gmm2d_data):

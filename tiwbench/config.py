@@ -97,6 +97,9 @@ class RunConfig:
                                   ratio_training=True, legacy="sigma_data")
     ratio_refit: bool = option(False, "After held-out selection, retrain the discriminator on all of D_ref and "
                                "D_bias for the selected number of steps per σ band.", ratio_training=True)
+    ratio_prior: bool = option(True, "Keep the untrained discriminator, its output layer at zero (the large-σ "
+                               "term alone, or w = 1), as a selection candidate: a σ band keeps it where no "
+                               "trained state beats it on held-out data.", ratio_training=True, legacy=False)
     ratio_backbone: str = option("scratch", "Discriminator backbone: scratch (the dataset's own network, trained "
                                  "from scratch) | score (the frozen encoder of the dsm_obs score network of the "
                                  "same data, seed and training options, trained once and cached, with a small "

@@ -162,7 +162,8 @@ def training_curves(records: list[Record], dataset: str, out: Path) -> Path | No
     for kind, fit in fits.items():
         for c_key, style in (("train_bce", "--"), ("val_bce", "-")):
             for k in range(N_BANDS if kind == "time_dependent" else 1):
-                points = [(c["step"], c[c_key]) for c in fit["curves"] if c["band"] == k]
+                points = [(c["step"], c[c_key]) for c in fit["curves"]
+                          if c["band"] == k and c[c_key] is not None]  # no training loss at step 0
                 color = "C0" if kind == "time_dependent" else "C3"
                 axes[1][k].plot(*zip(*points), style, color=color, lw=1,
                                 label=f"{kind.replace('_', '-')} {'held-out' if c_key == 'val_bce' else 'train'}")

@@ -229,6 +229,7 @@ class RatioTrainConfig:
     limit_var: str = "delta"  # that term's variance: along δ, or σ_data² (the model is built with it)
     refit: bool = False  # after selection, retrain on all the data for the selected lengths
     sigma_floor: float = 0.0  # LearnedRatio's floor, in units of σ_data (the model is built with it)
+    prior: bool = True  # the untrained state (output layer zeroed where the model is built) is a candidate
     backbone: str = "scratch"  # the network's (ratio_cache.ratio_net_for builds it; keys the cache)
     eval_every: int = 50
 
@@ -295,10 +296,13 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     """Train `model` so that its logit estimates log w_σ; σ is log-uniform over [floor, σ_max].
 
     Each class contributes half of every batch, so the Bayes-optimal logit is log p_ref,σ / p_bias,σ.
-    With a holdout, every `eval_every` steps the held-out BCE per σ band decides which state is
-    kept (`select`), and training stops when no band improved for `patience` steps: the model is
-    chosen on held-out data only. The returned model is frozen, in eval mode; a time-independent
-    one has a single band (σ_min).
+    With a holdout, before training and every `eval_every` steps the held-out BCE per σ band
+    decides which state is kept (`select`), and training stops when no band improved for
+    `patience` steps: the model is chosen on held-out data only. With `prior`, the untrained state
+    is a candidate: with the output layer at zero (`zero_output_layer`) it is the prior — the large-σ
+    term alone, or w ≡ 1 — which a band keeps where every trained state is worse on held-out data
+    (a few reference images are memorised within 50 steps). The returned model is frozen, in eval
+    mode; a time-independent one has a single band (σ_min).
     """
     device = next(model.parameters()).device
     select = cfg.select if cfg.holdout > 0 else "last"
@@ -317,7 +321,30 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     best_states: list[dict | None] = [None] * bands
     train_sum, train_n = torch.zeros(N_BANDS, device=device), torch.zeros(N_BANDS, device=device)
     curves, last_gain, step = [], 0, 0
+
+    def evaluate(step: int) -> None:
+        """Held-out BCE per band now; keep each band's best state (the untrained one included)."""
+        nonlocal last_gain
+        model.eval()
+        per_sigma = held_out(model)
+        model.train()
+        val = [sum(per_sigma[3 * k:3 * k + 3]) / 3 for k in range(N_BANDS)] if bands > 1 else per_sigma
+        if step == 0:  # nothing trained on yet
+            train = [None] * bands
+        else:
+            train = (train_sum / train_n.clamp(min=1)).tolist() if bands > 1 else [
+                float(train_sum.sum() / train_n.sum())]
+        curves.extend({"step": step, "band": k, "train_bce": train[k], "val_bce": val[k]} for k in range(bands))
+        train_sum.zero_(), train_n.zero_()
+        scores = val if select == "band" else [sum(val) / len(val)] * bands
+        for k in range(bands):
+            if scores[k] < best[k] - 1e-4:
+                best[k], best_val[k], chosen[k], last_gain = scores[k], val[k], step, step
+                best_states[k] = {n: t.detach().clone() for n, t in model.net.state_dict().items()}
+
     model.train()
+    if held_out is not None and cfg.prior:
+        evaluate(0)
     with stop_requests() as stop:
         for step in range(1, cfg.steps + 1):
             if stop:
@@ -330,19 +357,7 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
             on_step(step)
             if held_out is None or (step % cfg.eval_every and step != cfg.steps):
                 continue
-            model.eval()
-            per_sigma = held_out(model)
-            model.train()
-            val = [sum(per_sigma[3 * k:3 * k + 3]) / 3 for k in range(N_BANDS)] if bands > 1 else per_sigma
-            train = (train_sum / train_n.clamp(min=1)).tolist() if bands > 1 else [
-                float(train_sum.sum() / train_n.sum())]
-            curves += [{"step": step, "band": k, "train_bce": train[k], "val_bce": val[k]} for k in range(bands)]
-            train_sum.zero_(), train_n.zero_()
-            scores = val if select == "band" else [sum(val) / len(val)] * bands
-            for k in range(bands):
-                if scores[k] < best[k] - 1e-4:
-                    best[k], best_val[k], chosen[k], last_gain = scores[k], val[k], step, step
-                    best_states[k] = {n: t.detach().clone() for n, t in model.net.state_dict().items()}
+            evaluate(step)
             if step - last_gain >= cfg.patience:
                 break
     if select == "last":
@@ -356,6 +371,22 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     for p in model.parameters():
         p.requires_grad_(False)
     return RatioFit(model, curves, chosen, best_val)
+
+
+def zero_output_layer(net: nn.Module) -> nn.Module:
+    """Zero the discriminator's output layer (its last Linear or Conv2d with one output), so that
+    its untrained logit is 0 and the untrained LearnedRatio is the prior. A network without such a
+    layer is left as it is."""
+    last = None
+    for m in net.modules():
+        if isinstance(m, nn.Linear) and m.out_features == 1 or isinstance(m, nn.Conv2d) and m.out_channels == 1:
+            last = m
+    if last is not None:
+        with torch.no_grad():
+            last.weight.zero_()
+            if last.bias is not None:
+                last.bias.zero_()
+    return net
 
 
 def _optimiser(model: LearnedRatio, cfg: RatioTrainConfig, device) -> tuple:
@@ -373,7 +404,8 @@ def _refit(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainCo
     device = next(model.parameters()).device
     model.fit_limit(x_ref, x_bias)
     opt, sched, half, labels = _optimiser(model, cfg, device)
-    states: list[dict | None] = [None] * len(chosen)
+    start = {n: t.detach().clone() for n, t in model.net.state_dict().items()}
+    states: list[dict | None] = [start if at == 0 else None for at in chosen]  # 0: the untrained prior
     model.train()
     with stop_requests() as stop:
         for step in range(1, max(chosen) + 1):

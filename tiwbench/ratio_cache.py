@@ -19,7 +19,7 @@ from .datasets.base import BenchmarkData, DatasetRecipe
 from .errors import TiwbenchError
 from .locks import run_lock
 from .nets.discriminator import FrozenEncoder, HeadOnFeatures, ScoreEncoder
-from .ratio import BandedNet, DensityRatio, LearnedRatio, train_ratio
+from .ratio import BandedNet, DensityRatio, LearnedRatio, train_ratio, zero_output_layer
 from .score_nets import score_net_for, score_net_path
 from .streams import digest, generator
 
@@ -45,7 +45,7 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     torch.manual_seed(cfg.seed)  # the "init" stream
     if net is None:
         net = recipe.ratio_net()
-    model = LearnedRatio(net, data.sigma_data, time_dependent,
+    model = LearnedRatio(zero_output_layer(net) if train_cfg.prior else net, data.sigma_data, time_dependent,
                          # the large-σ term is the time-dependent ratio's: clean data have no large σ
                          data_shape=tuple(data.x_bias.shape[1:]) if train_cfg.limit and time_dependent else None,
                          sigma_floor=train_cfg.sigma_floor * data.sigma_data,
