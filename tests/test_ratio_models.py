@@ -130,6 +130,16 @@ def test_zero_output_layer_finds_the_output_of_every_built_in_discriminator():
         assert torch.equal(zero_output_layer(net)(x, torch.randn(4)), torch.zeros(4, 1)), type(net).__name__
 
 
+def test_bands_that_chose_one_step_share_one_network(gmm2d_data):
+    data = gmm2d_data
+    cfg = RatioTrainConfig(steps=150, select="global")  # every band keeps the best mean state
+    fit = train_ratio(small_model(data), data.x_bias, data.x_ref, cfg, torch.Generator().manual_seed(0))
+    assert len(set(fit.chosen)) == 1 and not isinstance(fit.model.net, BandedNet)
+    fit = train_ratio(small_model(data), data.x_bias, data.x_ref, RatioTrainConfig(steps=150),
+                      torch.Generator().manual_seed(0))
+    assert isinstance(fit.model.net, BandedNet) == (len(set(fit.chosen)) > 1), fit.chosen
+
+
 def test_no_holdout_trains_every_step_and_keeps_the_last_state(gmm2d_data):
     data = gmm2d_data
     cfg = RatioTrainConfig(steps=120, holdout=0.0)

@@ -337,10 +337,12 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
         curves.extend({"step": step, "band": k, "train_bce": train[k], "val_bce": val[k]} for k in range(bands))
         train_sum.zero_(), train_n.zero_()
         scores = val if select == "band" else [sum(val) / len(val)] * bands
+        state = None  # one copy for the bands that improved now: bands that chose one step share a network
         for k in range(bands):
             if scores[k] < best[k] - 1e-4:
                 best[k], best_val[k], chosen[k], last_gain = scores[k], val[k], step, step
-                best_states[k] = {n: t.detach().clone() for n, t in model.net.state_dict().items()}
+                state = state or {n: t.detach().clone() for n, t in model.net.state_dict().items()}
+                best_states[k] = state
 
     model.train()
     if held_out is not None and cfg.prior:
