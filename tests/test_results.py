@@ -94,11 +94,12 @@ def test_records_of_older_runs_read_as_what_they_ran():
                             "metrics": {"bias_l2": 0.1}, "ratio_source": "trained", "ratio_kind": "time_dependent",
                             "shares": [0.25] * 4, "target_shares": [0.25] * 4, "feature_space": "data"})
     cfg = old.config
-    assert (cfg.ratio_holdout, cfg.ratio_weight_decay, cfg.ratio_limit, cfg.ref_share) == (0.0, 0.0, False, 0.0)
+    assert (cfg.ratio_holdout, cfg.ratio_weight_decay, cfg.ratio_limit, cfg.ref_share, cfg.ratio_prior) == (
+        0.0, 0.0, False, 0.0, False)
     assert cfg.run_id != record("tiw_dsm").config.run_id  # the new default never reuses an old run
     assert reproduce_commands([old], "gmm2d") == [
         "tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0 --steps 200 --ref-share 0 "
-        "--ratio-steps 200 --ratio-weight-decay 0 --ratio-holdout 0 --no-ratio-limit"]
+        "--ratio-steps 200 --ratio-weight-decay 0 --ratio-holdout 0 --no-ratio-limit --no-ratio-prior"]
 
 
 def test_reference_only_runs_do_not_split_on_the_batch_share_they_do_not_use():
