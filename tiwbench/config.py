@@ -101,9 +101,10 @@ class RunConfig:
                                "term alone, or w = 1), as a selection candidate: a σ band keeps it where no "
                                "trained state beats it on held-out data.", ratio_training=True, legacy=False)
     ratio_backbone: str = option("scratch", "Discriminator backbone: scratch (the dataset's own network, trained "
-                                 "from scratch) | score (the frozen encoder of the dsm_obs score network of the "
-                                 "same data, seed and training options, trained once and cached, with a small "
-                                 "trained head) | FILE (a frozen TorchScript encoder (x_in, c_noise) -> (B, F)).",
+                                 "from scratch) | score (a small trained head on the frozen encoder of a score "
+                                 "network with dsm_obs's training options, trained once per data and seed on the "
+                                 "discriminator's training split of D_bias only, and cached) | FILE (the same "
+                                 "head on a frozen TorchScript encoder (x_in, c_noise) -> (B, F)).",
                                  check=lambda v: backbone_error(v), ratio_training=True)
     ratio_sigma_floor: float = option(0.0, "Below this σ (in units of σ_data) the discriminator's network sees "
                                       "this σ (0 = off).", check=at_least(0), ratio_training=True)
