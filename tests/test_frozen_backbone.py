@@ -26,8 +26,14 @@ def test_score_networks_encode_what_their_forward_builds_on():
     x, c = torch.randn(5, 3), torch.randn(5)
     assert torch.equal(mlp(x, c), mlp.out(mlp.encode(x, c))) and mlp.encode(x, c).shape == (5, mlp.features)
     unet = UNet(unet_config("tiny", 1, 8))
-    feats = unet.encode(torch.randn(4, 1, 8, 8), torch.randn(4))
+    x8, c4 = torch.randn(4, 1, 8, 8), torch.randn(4)
+    feats = unet.encode(x8, c4)
     assert feats.shape == (4, unet.features) and feats.abs().sum() > 0
+    seen = []  # the deepest encoder output that forward hands to the decoder
+    unet.enc[-1].register_forward_hook(lambda module, args, out: seen.append(out))
+    unet(x8, c4)
+    deepest = seen[0].mean(dim=(2, 3))
+    assert torch.allclose(feats[:, -deepest.shape[1]:], deepest, atol=1e-6)
 
 
 def test_the_encoder_stays_frozen_while_the_head_learns_and_gradients_reach_the_input(gmm2d_data):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from .errors import TiwbenchError
@@ -43,6 +44,15 @@ def positive(v) -> str | None:
 
 def one_of(*choices: str):
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+RATIO_BACKBONES = ("scratch", "score")
+
+
+def backbone_error(value) -> str | None:
+    if value in RATIO_BACKBONES or (isinstance(value, str) and Path(value).is_file()):
+        return None
+    return f"must be {' or '.join(RATIO_BACKBONES)}, or an existing TorchScript file"
 
 
 def _finite(v) -> bool:
@@ -105,7 +115,7 @@ class RunConfig:
                                  "network with dsm_obs's training options, trained once per data and seed on the "
                                  "discriminator's training split of D_bias only, and cached) | FILE (the same "
                                  "head on a frozen TorchScript encoder (x_in, c_noise) -> (B, F)).",
-                                 check=lambda v: backbone_error(v), ratio_training=True)
+                                 check=backbone_error, ratio_training=True)
     ratio_sigma_floor: float = option(0.0, "Below this σ (in units of σ_data) the discriminator's network sees "
                                       "this σ (0 = off).", check=at_least(0), ratio_training=True)
     sample_steps: int = option(18, "Heun sampler steps.", check=at_least(2))
@@ -178,17 +188,6 @@ class RunConfig:
 FIELDS = {f.name: f for f in fields(RunConfig)}
 CLI_FIELDS = [f for f in fields(RunConfig) if f.metadata["cli"]]
 RATIO_FIELDS = tuple(f.name for f in fields(RunConfig) if f.metadata["ratio_training"])
-
-
-RATIO_BACKBONES = ("scratch", "score")
-
-
-def backbone_error(value) -> str | None:
-    from pathlib import Path
-
-    if value in RATIO_BACKBONES or (isinstance(value, str) and Path(value).is_file()):
-        return None
-    return f"must be {' or '.join(RATIO_BACKBONES)}, or an existing TorchScript file"
 
 
 def neutral(f) -> Any:

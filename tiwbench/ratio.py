@@ -309,7 +309,7 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     if select not in SELECTIONS:
         raise ValueError(f"select must be one of {SELECTIONS}, got {cfg.select!r}")
     all_ref, all_bias = x_ref, x_bias
-    init = copy.deepcopy(model.net.state_dict()) if cfg.refit else None
+    init = _snapshot(model.net) if cfg.refit else None
     x_ref, val_ref, x_bias, val_bias = ratio_splits(x_ref, x_bias, cfg.holdout, generator)
     model.fit_limit(x_ref, x_bias)
     bands = N_BANDS if model.time_dependent else 1
@@ -341,7 +341,7 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
         for k in range(bands):
             if scores[k] < best[k] - 1e-4:
                 best[k], best_val[k], chosen[k], last_gain = scores[k], val[k], step, step
-                state = state or {n: t.detach().clone() for n, t in model.net.state_dict().items()}
+                state = state or _snapshot(model.net)
                 best_states[k] = state
 
     model.train()
@@ -391,6 +391,11 @@ def zero_output_layer(net: nn.Module) -> nn.Module:
     return net
 
 
+def _snapshot(net: nn.Module) -> dict:
+    """A copy of the network's state, detached from training."""
+    return {n: t.detach().clone() for n, t in net.state_dict().items()}
+
+
 def _optimiser(model: LearnedRatio, cfg: RatioTrainConfig, device) -> tuple:
     """AdamW with a cosine schedule over cfg.steps, half a batch per class and its labels."""
     opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -406,8 +411,8 @@ def _refit(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainCo
     device = next(model.parameters()).device
     model.fit_limit(x_ref, x_bias)
     opt, sched, half, labels = _optimiser(model, cfg, device)
-    start = {n: t.detach().clone() for n, t in model.net.state_dict().items()}
-    states: list[dict | None] = [start if at == 0 else None for at in chosen]  # 0: the untrained prior
+    start = _snapshot(model.net) if 0 in chosen else None  # 0: the untrained prior
+    states: list[dict | None] = [start if at == 0 else None for at in chosen]
     model.train()
     with stop_requests() as stop:
         for step in range(1, max(chosen) + 1):
@@ -419,7 +424,7 @@ def _refit(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainCo
             state = None
             for k, at in enumerate(chosen):
                 if at == step:
-                    state = state or {n: t.detach().clone() for n, t in model.net.state_dict().items()}
+                    state = state or _snapshot(model.net)
                     states[k] = state  # bands that chose one step share one state
     return states
 

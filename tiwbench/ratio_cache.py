@@ -34,17 +34,10 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     train_cfg = cfg.ratio_config()
     key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref,
            "seed": cfg.seed, "kind": kind, **asdict(train_cfg)}
-    net, backbone_id = ratio_net_for(cfg, recipe, data, results, device)
-    if train_cfg.backbone == "scratch":  # (caches made before the option keep their names)
-        del key["backbone"]
-    else:
-        key["backbone"] = backbone_id
+    net, key["backbone"] = ratio_net_for(cfg, recipe, data, results, device)
     if cfg.precision == "tf32":  # trained with TF32 matmuls (ratio training is otherwise fp32)
         key["tf32"] = True
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest(key)}.pt"
-    torch.manual_seed(cfg.seed)  # the "init" stream
-    if net is None:
-        net = recipe.ratio_net()
     model = LearnedRatio(zero_output_layer(net) if train_cfg.prior else net, data.sigma_data, time_dependent,
                          # the large-σ term is the time-dependent ratio's: clean data have no large σ
                          data_shape=tuple(data.x_bias.shape[1:]) if train_cfg.limit and time_dependent else None,
@@ -78,17 +71,18 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
 
 
 def ratio_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, results: Path,
-                  device: torch.device) -> tuple[nn.Module | None, str]:
-    """The discriminator network `cfg.ratio_backbone` asks for, built before the "init" stream
-    (None: the dataset's own, built after it), and what identifies its frozen part."""
+                  device: torch.device) -> tuple[nn.Module, str]:
+    """The discriminator network `cfg.ratio_backbone` asks for, its trainable part initialised
+    from the "init" stream, and what identifies its frozen part (for the cache key)."""
     if cfg.ratio_backbone == "scratch":
-        return None, ""
+        torch.manual_seed(cfg.seed)  # the "init" stream
+        return recipe.ratio_net().to(device), "scratch"
     if cfg.ratio_backbone == "score":
         encoder = ScoreEncoder(score_net_for(cfg, recipe, data, results, device))
         features, identity = encoder.features, score_net_path(cfg, results).stem
     else:
         encoder, features, identity = scripted_encoder(Path(cfg.ratio_backbone), data, device)
-    torch.manual_seed(cfg.seed)  # the "init" stream, for the head
+    torch.manual_seed(cfg.seed)  # the "init" stream, for the head (after any encoder training)
     return HeadOnFeatures(FrozenEncoder(encoder, features)).to(device), identity
 
 

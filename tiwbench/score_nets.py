@@ -95,7 +95,7 @@ def score_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, re
                                 (x_bias, 0.0, ()), None, device, compile=device.type == "cuda",
                                 checkpoint=path.with_suffix(".ckpt"))
                 if dist.is_main():
-                    save_torch(path, {"model": _raw(ema).state_dict(), "config": key})
+                    save_torch(path, {"model": ema.module.net.state_dict(), "config": key})  # the EMA's F_θ
                     path.with_suffix(".ckpt").unlink(missing_ok=True)
         dist.barrier()
     try:
@@ -106,6 +106,3 @@ def score_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, re
     return net.to(device).eval().requires_grad_(False)
 
 
-def _raw(ema: nn.Module) -> nn.Module:
-    """F_θ inside the EMA denoiser (train_score returns an AveragedModel of a Denoiser)."""
-    return getattr(ema, "module", ema).net
