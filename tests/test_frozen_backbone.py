@@ -13,7 +13,7 @@ from tiwbench.evaluate import corr_err, ratio_error
 from tiwbench.nets.discriminator import FrozenEncoder, HeadOnFeatures, ScoreEncoder
 from tiwbench.nets.mlp import ConditionalMLP
 from tiwbench.nets.unet import UNet, unet_config
-from tiwbench.ratio import LearnedRatio, RatioTrainConfig, log_r_and_grad, train_ratio
+from tiwbench.ratio import LearnedRatio, RatioTrainConfig, log_r_and_grad, net_layout, train_ratio
 from tiwbench.ratio_cache import ratio_model_for
 from tiwbench.score_nets import encoder_config, score_net_path
 
@@ -82,8 +82,10 @@ def test_score_backbone_trains_its_encoder_once_on_the_discriminators_training_s
     assert saved["config"]["backbone"] == path.stem
     # the clean-data ratio of the same data and seed stands on the same encoder
     ratio_model_for(cfg, "time_independent", recipe, data, tmp_path, CPU)
+    path.unlink()  # the cached ratio model holds the encoder's weights: nothing is retrained
     again, _ = ratio_model_for(cfg, "time_dependent", recipe, data, tmp_path, CPU)  # from the cache
-    assert len(seen) == 1
+    assert len(seen) == 1 and not path.exists()
+    assert "net" in net_layout(again.net)  # the encoder's weights matter below
     x, s = data.x_bias[:16], torch.full((16,), 1.0)
     assert torch.equal(model.log_ratio(x, s), again.log_ratio(x, s))
     # the encoder is keyed by the score-training options
@@ -109,7 +111,7 @@ def test_a_torchscript_encoder_is_checked_and_keyed_by_its_content(tmp_path):
     torch.jit.script(TinyEncoder()).save(str(good))
     cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_backbone=str(good), ratio_steps=30)
     model, _ = ratio_model_for(cfg, "time_dependent", recipe, data, tmp_path / "r", CPU)
-    head = model.net if isinstance(model.net, HeadOnFeatures) else model.net.nets[0]
+    head = next(m for m in model.modules() if isinstance(m, HeadOnFeatures))  # a band may be a PriorNet
     assert head.encoder.features == 6
     key = torch.load(next((tmp_path / "r" / "_ratios").glob("*.pt")), weights_only=True)["config"]["backbone"]
     torch.jit.script(TinyEncoder(features=7)).save(str(good))  # same path, other content
@@ -132,3 +134,32 @@ def test_a_torchscript_encoder_is_checked_and_keyed_by_its_content(tmp_path):
 def test_an_unknown_backbone_is_refused_before_any_work():
     with pytest.raises(TiwbenchError, match="ratio-backbone"):
         resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_backbone="no/such/file.pt")
+
+
+def test_under_torchrun_every_process_follows_process_0s_decision_to_train_the_encoder(tmp_path, monkeypatch):
+    """Another sweep finishes the encoder while process 0 waits for its lock: process 0 then loads
+    it, so the other processes must not start a (collective) training of their own."""
+    from tiwbench import dist, score_nets
+
+    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_backbone="score", steps=20, ratio_steps=20)
+    recipe = registry.get_dataset("gmm2d")
+    data = recipe.build(0.05, 0)
+    path = score_net_path(cfg, tmp_path)
+    trained = score_nets.score_net_for(cfg, recipe, data, tmp_path / "elsewhere", CPU)
+    path.parent.mkdir(parents=True)
+    decisions = []
+
+    def process_0(flag):  # what the all-reduce returns on process 1: process 0's view
+        decisions.append(flag)
+        if len(decisions) == 2:  # process 0 got the lock after the other sweep saved the network
+            (tmp_path / "elsewhere" / "_score_nets" / path.name).rename(path)
+            return False
+        return True
+
+    monkeypatch.setattr(dist, "is_main", lambda: False)
+    monkeypatch.setattr(dist, "any_rank", process_0)
+    monkeypatch.setattr(score_nets, "fit_score", lambda *a, **k: pytest.fail("process 1 trained alone"))
+    net = score_nets.score_net_for(cfg, recipe, data, tmp_path, CPU)
+    assert decisions == [True, False]  # process 1 saw no file, and is not process 0
+    x, c = torch.randn(4, 2), torch.randn(4)
+    assert torch.equal(net.encode(x, c), trained.encode(x, c))

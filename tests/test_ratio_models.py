@@ -1,6 +1,7 @@
 """The discriminator's model selection, its built-in large-σ limit and the diagnostics that judge
 it (docs/design.md §4), against the analytic mixture's exact ratio."""
 
+import copy
 import math
 
 import torch
@@ -10,8 +11,11 @@ from tiwbench.nets.mlp import ConditionalMLP
 from tiwbench.ratio import (
     BandedNet,
     LearnedRatio,
+    PriorNet,
     RatioTrainConfig,
+    from_layout,
     log_r_and_grad,
+    net_layout,
     train_ratio,
     zero_output_layer,
 )
@@ -117,6 +121,56 @@ def test_without_signal_selection_keeps_the_untrained_prior():
         assert math.isclose(fit.val_bce[0], math.log(2), rel_tol=1e-5)
         assert any(c["val_bce"] > math.log(2) for c in fit.curves)  # the trained states were worse
         assert torch.equal(fit.model.log_ratio(x, torch.zeros(100)), torch.zeros(100))
+        assert isinstance(fit.model.net, PriorNet)  # nothing left to evaluate
+        assert torch.equal(log_r_and_grad(fit.model, x, torch.zeros(100), 0.5)[1], torch.zeros(100, 2))
+
+
+def test_prior_bands_are_evaluated_for_free_and_give_exactly_what_the_untrained_network_gives(gmm2d_data):
+    """A band that kept the untrained (zero-output) state is a PriorNet: the ratio and its gradient
+    are those of the network it replaces, to the last bit, and the layout survives a cache."""
+    from tiwbench.ratio import _restore
+
+    data = gmm2d_data
+    model = small_model(data)
+    zero_output_layer(model.net)
+    model.fit_limit(data.x_ref, data.x_bias)
+    untrained = {k: v.clone() for k, v in model.net.state_dict().items()}
+    trained = {k: v + 0.1 * torch.randn_like(v) for k, v in untrained.items()}
+    x = torch.randn(400, 2)
+    sigma = torch.exp(torch.linspace(math.log(0.002), math.log(80), 400))  # every band
+    for chosen in ([0, 50, 0, 50], [0, 0, 0, 0]):
+        states = [untrained if at == 0 else trained for at in chosen]
+        full = _restore(copy.deepcopy(model), states, [False] * 4)
+        lean = _restore(copy.deepcopy(model), states, [at == 0 for at in chosen])
+        assert net_layout(lean.net) == (["prior", "net", "prior", "net"] if 50 in chosen else ["prior"])
+        for a, b in zip(log_r_and_grad(full, x, sigma, 0.3), log_r_and_grad(lean, x, sigma, 0.3)):
+            assert torch.equal(a, b)
+        rebuilt = copy.deepcopy(model)
+        rebuilt.net = from_layout(rebuilt.net, net_layout(lean.net))
+        rebuilt.load_state_dict(lean.state_dict())
+        assert torch.equal(rebuilt.log_ratio(x, sigma), lean.log_ratio(x, sigma))
+
+
+def test_an_untrained_network_that_is_not_zero_is_never_replaced(gmm2d_data):
+    """A network whose output layer zero_output_layer cannot find keeps its untrained state as a
+    network where held-out data chose it: it is not the prior."""
+    from tiwbench.ratio import HeldOutBCE, _outputs_zero
+
+    class Summed(torch.nn.Module):  # no Linear with one output
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 3)
+
+        def forward(self, x, c_noise):
+            return self.lin(x).sum(1, keepdim=True)
+
+    data = gmm2d_data
+    held = HeldOutBCE(data.x_ref[:20], data.x_bias[:20], [0.002, 80.0], torch.Generator().manual_seed(0), "cpu")
+    torch.manual_seed(0)
+    net = zero_output_layer(Summed())
+    assert not _outputs_zero(LearnedRatio(net, data.sigma_data, True, (2,)), held)
+    zeroed = zero_output_layer(ConditionalMLP(2, out_dim=1, hidden=8, depth=1))
+    assert _outputs_zero(LearnedRatio(zeroed, data.sigma_data, True, (2,)), held)
 
 
 def test_zero_output_layer_finds_the_output_of_every_built_in_discriminator():
@@ -231,3 +285,31 @@ def test_only_the_time_dependent_ratio_gets_the_large_sigma_term(tmp_path):
     for kind, expected in (("time_dependent", True), ("time_independent", False)):
         model, fit = ratio_model_for(cfg, kind, recipe, data, tmp_path, torch.device("cpu"))
         assert model.has_limit is expected and fit["chosen_step"]
+
+
+def test_the_discriminators_sigma_proposals():
+    """log_uniform covers [floor, 80] evenly in log σ; edm is the score network's log-normal
+    (median e^−1.2) clamped to that range; mixed interleaves the two; the clean-data ratio, trained
+    at σ_min only, does not let the option split its runs."""
+    from tiwbench.config import resolve_config
+    from tiwbench.ratio import draw_ratio_sigma
+
+    def draw(kind):
+        return draw_ratio_sigma(20_000, kind, 0.01, torch.Generator().manual_seed(0))
+
+    uniform, edm, mixed = draw("log_uniform"), draw("edm"), draw("mixed")
+    for s in (uniform, edm, mixed):
+        assert s.min() >= 0.01 and s.max() <= 80.0
+    assert abs(float(uniform.log().median()) - (math.log(0.01) + math.log(80)) / 2) < 0.1
+    assert abs(float(edm.log().median()) + 1.2) < 0.05 and abs(float(edm.log().std()) - 1.2) < 0.05
+    assert abs(float(mixed[1::2].log().median()) + 1.2) < 0.1  # odd rows: edm
+    assert abs(float(mixed[0::2].log().median()) - float(uniform.log().median())) < 0.15  # even: uniform
+    try:
+        draw("nope")
+        raise AssertionError("an unknown proposal must be refused")
+    except ValueError as e:
+        assert "log_uniform" in str(e)
+    assert (resolve_config("iw_dsm", "gmm2d", 0.05, ratio_sigma="edm").run_id
+            == resolve_config("iw_dsm", "gmm2d", 0.05, ratio_sigma="log_uniform").run_id)
+    assert (resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_sigma="edm").run_id
+            != resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_sigma="log_uniform").run_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # the sampler's range (EDM), also every σ grid's
+SIGMA_PROPOSALS = ("log_uniform", "edm", "mixed")  # where the time-dependent discriminator trains
 
 # Held-out evaluation grid: 12 log-spaced σ in 4 bands of 3 (the first bands are where a
 # memorising discriminator does its damage, the last where TIW-DSM's correction is largest).

@@ -12,6 +12,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .bands import SIGMA_PROPOSALS
 from .errors import TiwbenchError
 from .streams import digest
 
@@ -116,6 +117,11 @@ class RunConfig:
                                  "discriminator's training split of D_bias only, and cached) | FILE (the same "
                                  "head on a frozen TorchScript encoder (x_in, c_noise) -> (B, F)).",
                                  check=backbone_error, ratio_training=True)
+    ratio_sigma: str = option("log_uniform", "σ at which the time-dependent discriminator trains: log_uniform "
+                              "(over [0.002, 80], every level the sampler visits) | edm (the score network's "
+                              "log-normal, where TIW-DSM's loss weighs the correction's error) | mixed "
+                              "(half each).",
+                              check=one_of(*SIGMA_PROPOSALS), ratio_training=True, legacy="log_uniform")
     ratio_sigma_floor: float = option(0.0, "Below this σ (in units of σ_data) the discriminator's network sees "
                                       "this σ (0 = off).", check=at_least(0), ratio_training=True)
     sample_steps: int = option(18, "Heun sampler steps.", check=at_least(2))
@@ -320,8 +326,11 @@ def unused_fields(cfg: RunConfig, ratio_kind: str | None, train_on: str | None) 
         unused.append("ref_share")
     if cfg.ratio != "trained":
         unused += RATIO_FIELDS
-    elif ratio_kind != "time_dependent" or not cfg.ratio_limit:  # no large-σ term to scale
-        unused.append("ratio_limit_var")
+    else:
+        if ratio_kind != "time_dependent":  # trained on clean data only
+            unused.append("ratio_sigma")
+        if ratio_kind != "time_dependent" or not cfg.ratio_limit:  # no large-σ term to scale
+            unused.append("ratio_limit_var")
     return unused
 
 

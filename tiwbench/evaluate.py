@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable
@@ -198,8 +199,8 @@ def _gaussian(f: Tensor):
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
-    """Where a model's parameters live (the CPU for parameter-free ones, e.g. exact ratios)."""
-    return next(model.parameters(), torch.empty(0)).device
+    """Where a model's parameters (or buffers) live: the CPU for models with neither (exact ratios)."""
+    return next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
 
 
 PRDC_K, PRDC_N = 5, 5000

@@ -16,8 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bands import BAND_EDGES, N_BANDS, VAL_SIGMAS, band_label
-from .diffusion import SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma, to_model_space
+from .bands import BAND_EDGES, N_BANDS, SIGMA_PROPOSALS, VAL_SIGMAS, band_label
+from .diffusion import (
+    SIGMA_MAX,
+    SIGMA_MIN,
+    Precond,
+    append_dims,
+    sample_log_uniform_sigma,
+    sample_training_sigma,
+    to_model_space,
+)
 from .errors import Interrupted
 from .signals import stop_requests
 
@@ -56,7 +64,10 @@ def log_r_and_grad(model: DensityRatio, x: Tensor, sigma: Tensor, pi: float) -> 
     with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
         x = _at_least_fp32(x.detach()).requires_grad_(True)
         log_w = model.log_ratio(x, _at_least_fp32(sigma))
-        (grad_w,) = torch.autograd.grad(log_w.sum(), x)
+        # a constant log w (a PriorNet without the large-σ term: w ≡ 1) has no graph to x
+        (grad_w,) = torch.autograd.grad(log_w.sum(), x, allow_unused=True) if log_w.requires_grad else (None,)
+    if grad_w is None:
+        grad_w = torch.zeros_like(x)
     log_r = mixture_log_r(log_w.detach(), pi)
     grad_r = append_dims(1 - pi * log_r.exp(), x.ndim) * grad_w
     return log_r, grad_r
@@ -184,6 +195,16 @@ class LearnedRatio(DensityRatio):
         return twin.eval()
 
 
+class PriorNet(nn.Module):
+    """What the untrained discriminator is, its output layer at zero: the logit 0 for every input,
+    so the LearnedRatio is its prior (the large-σ term alone, or w ≡ 1). Kept in place of the network
+    in σ bands that chose the untrained state, it makes the network's forward and input gradient
+    there free instead of computing an exact zero."""
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        return x.new_zeros(len(x), 1)
+
+
 class BandedNet(nn.Module):
     """One copy of a discriminator network per σ band, each the state that was best on held-out
     data in its band; a sample is routed by its c_noise. Autograd flows to the inputs as usual."""
@@ -197,16 +218,33 @@ class BandedNet(nn.Module):
     def for_bands(cls, nets: list[nn.Module]) -> BandedNet:
         """One network per band of bands.BAND_EDGES (σ), routed by c_noise; on their device."""
         edges = [float(Precond.c_noise(torch.tensor(e))) for e in BAND_EDGES[:len(nets) - 1]]
-        return cls(nets, edges).to(next(nets[0].parameters()).device)
+        device = next(p.device for net in nets for p in net.parameters())  # PriorNets have none
+        return cls(nets, edges).to(device)
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         band = torch.bucketize(c_noise.float(), self.edges)
         out = x.new_zeros(len(x), 1)
         for k, net in enumerate(self.nets):
+            if isinstance(net, PriorNet):  # its rows keep the zero they start with
+                continue
             rows = (band == k).nonzero().flatten()
             if len(rows):
                 out = out.index_put((rows,), net(x[rows], c_noise[rows]).to(out.dtype))
         return out
+
+
+def net_layout(net: nn.Module) -> list[str]:
+    """What a trained discriminator's network is made of, per σ band ("net" or "prior"; one entry
+    for a single network), so that a cache can rebuild it (`from_layout`)."""
+    if isinstance(net, BandedNet):
+        return ["prior" if isinstance(n, PriorNet) else "net" for n in net.nets]
+    return ["prior" if isinstance(net, PriorNet) else "net"]
+
+
+def from_layout(net: nn.Module, layout: list[str]) -> nn.Module:
+    """An untrained network of that layout, copies of `net` where the layout says "net"."""
+    parts = [PriorNet() if kind == "prior" else copy.deepcopy(net) for kind in layout]
+    return parts[0] if len(parts) == 1 else BandedNet.for_bands(parts)
 
 
 SELECTIONS = ("band", "global", "last")
@@ -231,6 +269,7 @@ class RatioTrainConfig:
     sigma_floor: float = 0.0  # LearnedRatio's floor, in units of σ_data (the model is built with it)
     prior: bool = True  # the untrained state (output layer zeroed where the model is built) is a candidate
     backbone: str = "scratch"  # the network's (ratio_cache.ratio_net_for builds it; keys the cache)
+    sigma: str = "log_uniform"  # the training σ's distribution (draw_ratio_sigma)
     eval_every: int = 50
 
 
@@ -345,14 +384,16 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
                 best_states[k] = state
 
     model.train()
+    prior_is_zero = False
     if held_out is not None and cfg.prior:
         evaluate(0)
+        prior_is_zero = _outputs_zero(model, held_out)
     with stop_requests() as stop:
         for step in range(1, cfg.steps + 1):
             if stop:
                 raise Interrupted(f"interrupted during ratio training at step {step}/{cfg.steps} "
                                   "(ratio models are not checkpointed); run the same command again")
-            sigma, bce = _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device)
+            sigma, bce = _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device, cfg.sigma)
             band = torch.bucketize(sigma, edges)
             train_sum.index_add_(0, band, bce)
             train_n.index_add_(0, band, torch.ones_like(bce))
@@ -368,11 +409,28 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
         if cfg.refit:  # the selected lengths, retrained from the same start on all the data
             model.net.load_state_dict(init)
             best_states = _refit(model, all_bias, all_ref, cfg, chosen, generator, on_step)
-        model = _restore(model, best_states)
+        # a band that kept the untrained state gets a PriorNet, when that state's output is exactly 0
+        prior = [at == 0 for at in chosen] if prior_is_zero else [False] * bands
+        model = _restore(model, best_states, prior)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return RatioFit(model, curves, chosen, best_val)
+
+
+def draw_ratio_sigma(n: int, proposal: str, floor: float, generator: torch.Generator) -> Tensor:
+    """σ for the time-dependent discriminator's training: log-uniform over [floor, σ_max] (every
+    level the sampler visits), "edm": the score network's log-normal clamped to that range — the σ
+    at which TIW-DSM's loss weighs the correction's error (evaluate.corr_err) — or "mixed": the
+    two interleaved, half each."""
+    if proposal == "log_uniform":
+        return sample_log_uniform_sigma(n, generator, lo=floor)
+    if proposal not in SIGMA_PROPOSALS:
+        raise ValueError(f"the σ proposal must be one of {SIGMA_PROPOSALS}, got {proposal!r}")
+    edm = sample_training_sigma(n, generator).clamp(floor, SIGMA_MAX)
+    if proposal == "edm":
+        return edm
+    return torch.where(torch.arange(n) % 2 == 0, sample_log_uniform_sigma(n, generator, lo=floor), edm)
 
 
 def zero_output_layer(net: nn.Module) -> nn.Module:
@@ -397,8 +455,9 @@ def _snapshot(net: nn.Module) -> dict:
 
 
 def _optimiser(model: LearnedRatio, cfg: RatioTrainConfig, device) -> tuple:
-    """AdamW with a cosine schedule over cfg.steps, half a batch per class and its labels."""
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """AdamW (fused: the per-tensor loop cost a quarter of a CPU step) with a cosine schedule over
+    cfg.steps, half a batch per class and its labels."""
+    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     half = cfg.batch_size // 2
     labels = torch.cat([torch.ones(half), torch.zeros(half)]).to(device)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps), half, labels
@@ -419,7 +478,7 @@ def _refit(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainCo
             if stop:
                 raise Interrupted(f"interrupted during the ratio refit at step {step}/{max(chosen)}; "
                                   "run the same command again")
-            _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device)
+            _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device, cfg.sigma)
             on_step(step)
             state = None
             for k, at in enumerate(chosen):
@@ -429,27 +488,48 @@ def _refit(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainCo
     return states
 
 
-def _restore(model: LearnedRatio, states: list[dict]) -> LearnedRatio:
-    """The model with each band's best state (one network when every band chose the same)."""
-    if all(state is states[0] for state in states):
+def _outputs_zero(model: LearnedRatio, held_out: HeldOutBCE) -> bool:
+    """Whether the discriminator's network answers exactly 0 on the held-out points (σ_min and
+    σ_max): true of an output layer at zero (`zero_output_layer`), which a network without such a
+    layer does not have."""
+    training, zero = model.training, True
+    model.eval()
+    with torch.no_grad():
+        for points, sigma in ((held_out.ref[0], held_out.sigmas[0]), (held_out.bias[-1], held_out.sigmas[-1])):
+            sigma = torch.full((len(points),), sigma, device=points.device)
+            zero = zero and not model.net(model.precond.c_in(append_dims(sigma, points.ndim)) * points,
+                                          model.precond.c_noise(sigma)).any()
+    model.train(training)
+    return bool(zero)
+
+
+def _restore(model: LearnedRatio, states: list[dict], prior: list[bool]) -> LearnedRatio:
+    """The model with each band's best state (one network when every band chose the same), a
+    PriorNet where `prior` says the band kept the untrained zero-output state."""
+    if all(prior):
+        model.net = PriorNet()
+        return model
+    if not any(prior) and all(state is states[0] for state in states):
         model.net.load_state_dict(states[0])
         return model
     nets = []
-    for state in states:
-        net = copy.deepcopy(model.net)
-        net.load_state_dict(state)
+    for state, is_prior in zip(states, prior):
+        net = PriorNet() if is_prior else copy.deepcopy(model.net)
+        if not is_prior:
+            net.load_state_dict(state)
         nets.append(net)
     model.net = BandedNet.for_bands(nets)  # edges on the nets' device (a CUDA run found them on the CPU)
     return model
 
 
-def _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device) -> tuple[Tensor, Tensor]:
+def _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device,
+                proposal: str) -> tuple[Tensor, Tensor]:
     """One BCE step on a class-balanced batch of noised samples; returns σ and the per-sample BCE."""
     i_ref = torch.randint(len(x_ref), (half,), generator=generator)
     i_bias = torch.randint(len(x_bias), (half,), generator=generator)
     x0 = to_model_space(torch.cat([x_ref[i_ref], x_bias[i_bias]]).to(device))
     if model.time_dependent:
-        sigma = sample_log_uniform_sigma(2 * half, generator, lo=model.sigma_floor).to(device)
+        sigma = draw_ratio_sigma(2 * half, proposal, model.sigma_floor, generator).to(device)
     else:
         sigma = torch.full((2 * half,), SIGMA_MIN, device=device)
     noise = torch.randn(x0.shape, generator=generator).to(device)

@@ -4,7 +4,7 @@ method and process (a waiting lock keeps concurrent sweeps from training it twic
 
 from __future__ import annotations
 
-import copy
+import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,8 +19,8 @@ from .datasets.base import BenchmarkData, DatasetRecipe
 from .errors import TiwbenchError
 from .locks import run_lock
 from .nets.discriminator import FrozenEncoder, HeadOnFeatures, ScoreEncoder
-from .ratio import BandedNet, DensityRatio, LearnedRatio, train_ratio, zero_output_layer
-from .score_nets import score_net_for, score_net_path
+from .ratio import DensityRatio, LearnedRatio, from_layout, net_layout, train_ratio, zero_output_layer
+from .score_nets import score_net_for, score_net_path, score_net_skeleton
 from .streams import digest, generator
 
 
@@ -33,11 +33,13 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
         return data.exact_ratio(time_dependent), None
     train_cfg = cfg.ratio_config()
     key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref,
-           "seed": cfg.seed, "kind": kind, **asdict(train_cfg)}
-    net, key["backbone"] = ratio_net_for(cfg, recipe, data, results, device)
+           "seed": cfg.seed, "kind": kind, **asdict(train_cfg), "backbone": backbone_identity(cfg, results)}
     if cfg.precision == "tf32":  # trained with TF32 matmuls (ratio training is otherwise fp32)
         key["tf32"] = True
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest(key)}.pt"
+    # a cached model holds its frozen encoder's weights: no need to train (or load) the encoder.
+    # All processes agree, since training the encoder is collective under torchrun.
+    net = ratio_net_for(cfg, recipe, data, results, device, cached=not dist.any_rank(not path.exists()))
     model = LearnedRatio(zero_output_layer(net) if train_cfg.prior else net, data.sigma_data, time_dependent,
                          # the large-σ term is the time-dependent ratio's: clean data have no large σ
                          data_shape=tuple(data.x_bias.shape[1:]) if train_cfg.limit and time_dependent else None,
@@ -53,13 +55,14 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
                                       generator(cfg.seed, "ratio_batches"), on_step=update)
                 model, summary = fit.model, fit.summary()
                 save_torch(path, {"model": model.state_dict(), "config": key, "fit": summary,
-                                  "bands": len(model.net.nets) if isinstance(model.net, BandedNet) else 0})
+                                  "layout": net_layout(model.net)})
     dist.barrier()
     if summary is None:
         try:
             saved = load_torch(path, expect=key)
-            if saved["bands"]:
-                model.net = BandedNet.for_bands([copy.deepcopy(model.net) for _ in range(saved["bands"])])
+            # caches written before PriorNet say how many banded copies ("bands", 0 for one network)
+            layout = saved.get("layout") or ["net"] * (saved["bands"] or 1)
+            model.net = from_layout(model.net, layout)
             model.load_state_dict(saved["model"])
             summary = saved["fit"]
         except (KeyError, RuntimeError) as e:
@@ -70,27 +73,40 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     return model, summary
 
 
+def backbone_identity(cfg: RunConfig, results: Path) -> str:
+    """What identifies the discriminator's frozen part, for the cache key: nothing (scratch), the
+    encoder's score network (its cache name), or the user's file (its content's digest)."""
+    if cfg.ratio_backbone == "scratch":
+        return "scratch"
+    if cfg.ratio_backbone == "score":
+        return score_net_path(cfg, results).stem
+    path = Path(cfg.ratio_backbone)
+    try:
+        return "file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError as e:
+        raise TiwbenchError(f"--ratio-backbone {path}: cannot read it ({e.strerror})") from None
+
+
 def ratio_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, results: Path,
-                  device: torch.device) -> tuple[nn.Module, str]:
+                  device: torch.device, cached: bool = False) -> nn.Module:
     """The discriminator network `cfg.ratio_backbone` asks for, its trainable part initialised
-    from the "init" stream, and what identifies its frozen part (for the cache key)."""
+    from the "init" stream. `cached`: its weights, the frozen encoder's included, will come from
+    the ratio cache, so the built-in encoder is built untrained instead of trained."""
     if cfg.ratio_backbone == "scratch":
         torch.manual_seed(cfg.seed)  # the "init" stream
-        return recipe.ratio_net().to(device), "scratch"
+        return recipe.ratio_net().to(device)
     if cfg.ratio_backbone == "score":
-        encoder = ScoreEncoder(score_net_for(cfg, recipe, data, results, device))
-        features, identity = encoder.features, score_net_path(cfg, results).stem
+        encoder = ScoreEncoder(score_net_skeleton(cfg, recipe) if cached
+                               else score_net_for(cfg, recipe, data, results, device))
+        features = encoder.features
     else:
-        encoder, features, identity = scripted_encoder(Path(cfg.ratio_backbone), data, device)
+        encoder, features = scripted_encoder(Path(cfg.ratio_backbone), data, device)
     torch.manual_seed(cfg.seed)  # the "init" stream, for the head (after any encoder training)
-    return HeadOnFeatures(FrozenEncoder(encoder, features)).to(device), identity
+    return HeadOnFeatures(FrozenEncoder(encoder, features)).to(device)
 
 
-def scripted_encoder(path: Path, data: BenchmarkData, device: torch.device) -> tuple[nn.Module, int, str]:
-    """A user's TorchScript encoder (x_in, c_noise) -> (B, F), checked on a probe batch; with F
-    and its identity, the file's digest (a changed file is a new discriminator)."""
-    import hashlib
-
+def scripted_encoder(path: Path, data: BenchmarkData, device: torch.device) -> tuple[nn.Module, int]:
+    """A user's TorchScript encoder (x_in, c_noise) -> (B, F), checked on a probe batch; with F."""
     try:
         encoder = torch.jit.load(str(path), map_location=device)
     except (RuntimeError, ValueError) as e:
@@ -107,4 +123,4 @@ def scripted_encoder(path: Path, data: BenchmarkData, device: torch.device) -> t
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise TiwbenchError(f"--ratio-backbone {path}: must return features of shape (B, F); "
                             f"got {shape} for a batch of 2")
-    return encoder, int(out.shape[1]), "file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return encoder, int(out.shape[1])

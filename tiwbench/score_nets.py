@@ -76,18 +76,26 @@ def score_net_path(cfg: RunConfig, results: Path) -> Path:
     return results / "_score_nets" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-bias-{digest(encoder_key(cfg))}.pt"
 
 
-def score_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, results: Path,
-                  device: torch.device) -> nn.Module:
-    """The encoder's trained raw network F_θ for `cfg`, frozen: from the cache, else trained now."""
-    key, path = encoder_key(cfg), score_net_path(cfg, results)
+def score_net_skeleton(cfg: RunConfig, recipe: DatasetRecipe) -> nn.Module:
+    """The encoder's score network, untrained: what its weights are loaded into."""
     net = recipe.score_net(cfg.net)
     if not hasattr(net, "encode"):
         raise TiwbenchError(f"--ratio-backbone score: the score network of dataset {cfg.dataset!r} "
                             f"({type(net).__name__}) has no encode(x, c_noise)")
-    if not path.exists():
+    return net
+
+
+def score_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, results: Path,
+                  device: torch.device) -> nn.Module:
+    """The encoder's trained raw network F_θ for `cfg`, frozen: from the cache, else trained now."""
+    key, path = encoder_key(cfg), score_net_path(cfg, results)
+    net = score_net_skeleton(cfg, recipe)
+    if dist.any_rank(not path.exists()):
         lock = run_lock(path.parent, path.name + ".lock", wait=True) if dist.is_main() else nullcontext()
         with lock:
-            if not path.exists():
+            # process 0 decides under the lock (another sweep may have trained it meanwhile) and
+            # the others follow: under torchrun all train together (DDP) or none does
+            if dist.any_rank(dist.is_main() and not path.exists()):
                 say("training the score network of the discriminator's encoder (D_bias, training split)")
                 x_bias = ratio_splits(data.x_ref, data.x_bias, cfg.ratio_holdout,
                                       generator(cfg.seed, "ratio_batches"))[2]
