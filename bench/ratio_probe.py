@@ -16,9 +16,10 @@ import argparse
 import time
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tiwbench import evaluate, registry
-from tiwbench.ratio import LearnedRatio, RatioTrainConfig, train_ratio, zero_output_layer
+from tiwbench.ratio import LearnedRatio, PriorNet, RatioTrainConfig, train_ratio, zero_output_layer
 from tiwbench.streams import generator, stream_seed
 
 VARIANTS = {
@@ -38,12 +39,29 @@ VARIANTS = {
     "wd1": ({"select": "band", "weight_decay": 1.0}, True, 0.5),
     "wd0.1": ({"select": "band", "weight_decay": 0.1}, True, 0.5),
     "patient": ({"select": "band", "patience": 6000}, True, 0.5),
+    "batch2048": ({"select": "band", "batch_size": 2048}, True),
+    # issue 11 item 2, measured 2026-11-30 (bench/NOTES.md); EMA is probe-side only
+    "training_sigma": ({"select": "band", "sigma": "edm"}, True),  # σ as the score network draws it
+    "mixed_sigma": ({"select": "band", "sigma": "mixed"}, True),  # half log-uniform, half that
+    "ema0.99": ({"select": "band"}, True, 0.0, {"ema": 0.99}),  # selection among averaged weights
+    "ema0.999": ({"select": "band"}, True, 0.0, {"ema": 0.999}),
 }
 
 
-class ZeroLogit(torch.nn.Module):
+class EMAWhenEvaluated(torch.nn.Module):
+    """Trains `net`; in eval mode (held-out selection, the returned model) answers with an
+    exponential moving average of its weights, updated after every step (`update`)."""
+
+    def __init__(self, net: torch.nn.Module, decay: float):
+        super().__init__()
+        self.net = net
+        self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    def update(self, step: int) -> None:
+        self.ema.update_parameters(self.net)
+
     def forward(self, x, c_noise):
-        return x.new_zeros(len(x), 1)
+        return self.net(x, c_noise) if self.training else self.ema.module(x, c_noise)
 
 
 def linear_only(dataset: str, ref: float, seed: int) -> None:
@@ -63,7 +81,7 @@ def linear_only(dataset: str, ref: float, seed: int) -> None:
     held = HeldOutBCE(val_ref, val_bias, VAL_SIGMAS, g, "cpu")
     per_band = len(VAL_SIGMAS) // N_BANDS
     for var in ("sigma_data", "delta"):
-        model = LearnedRatio(ZeroLogit(), sigma_data, True, tuple(data.x_bias.shape[1:]), limit_var=var)
+        model = LearnedRatio(PriorNet(), sigma_data, True, tuple(data.x_bias.shape[1:]), limit_var=var)
         model.fit_limit(x_ref, x_bias)
         bce = held(model)
         bands = [sum(bce[k * per_band:(k + 1) * per_band]) / per_band for k in range(N_BANDS)]
@@ -99,16 +117,21 @@ def main() -> None:
     for name in args.variants.split(","):
         options, limit, *rest = VARIANTS[name]
         floor = rest[0] if rest else 0.0
+        probe_side = rest[1] if len(rest) > 1 else {}
         torch.manual_seed(args.seed)
         from tiwbench.nets.mlp import ConditionalMLP
         net = ConditionalMLP(data.x_bias.shape[1], out_dim=1, hidden=args.hidden, depth=args.depth) \
             if args.hidden else recipe.ratio_net()
         train_cfg = RatioTrainConfig(steps=args.steps, **options)
-        model = LearnedRatio(zero_output_layer(net) if train_cfg.prior else net, data.sigma_data, True,
+        net = zero_output_layer(net) if train_cfg.prior else net
+        if "ema" in probe_side:
+            net = EMAWhenEvaluated(net, probe_side["ema"])
+        model = LearnedRatio(net, data.sigma_data, True,
                              data.x_bias.shape[1:] if limit else None, sigma_floor=floor * data.sigma_data,
                              limit_var=train_cfg.limit_var)
         t0 = time.perf_counter()
-        fit = train_ratio(model, data.x_bias, data.x_ref, train_cfg, generator(args.seed, "ratio_batches"))
+        fit = train_ratio(model, data.x_bias, data.x_ref, train_cfg, generator(args.seed, "ratio_batches"),
+                          on_step=net.update if "ema" in probe_side else lambda step: None)
         took = time.perf_counter() - t0
         if exact is None:
             v = float(model.limit_variance()) if model.has_limit else float("nan")
@@ -117,8 +140,9 @@ def main() -> None:
                   f"chance 0.693), v = {v:.3g} (σ_data² = {data.sigma_data ** 2:.3g})")
             continue
         rows = evaluate.ratio_error(fit.model, exact, x0, pi, stream_seed(args.seed, "ratio_eval_noise"))
-        print(f"\n## {name} ({took:.0f} s, chosen steps {fit.chosen}) corr_err "
-              f"{evaluate.corr_err(rows, data.sigma_data):.3f}, ratio_err {evaluate.integrated_error(rows):.2f}")
+        selected = f", held-out BCE {[round(b, 4) for b in fit.val_bce]}" if fit.val_bce[0] is not None else ""
+        print(f"\n## {name} ({took:.0f} s, chosen steps {fit.chosen}{selected}) corr_err "
+              f"{evaluate.corr_err(rows, data.sigma_data):.4f}, ratio_err {evaluate.integrated_error(rows):.3f}")
         if fit.curves:
             last = {c["band"]: c for c in fit.curves}
             print("held-out BCE at the end:", {b: round(c["val_bce"], 3) for b, c in last.items()})

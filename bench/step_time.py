@@ -1,6 +1,7 @@
 """CPU step time of the score network's training step on gmm2d (batch 512): DSM against TIW-DSM
-with one discriminator network and with the four per-band networks of `BandedNet` (what held-out
-selection per band leaves). The discriminator is untrained: only the cost is measured.
+with one discriminator network, with the four per-band networks of `BandedNet` (what held-out
+selection per band leaves) and with `PriorNet` (every band kept the untrained prior: the large-σ
+term alone). The discriminator is untrained: only the cost is measured.
 
     python bench/step_time.py [--steps 300]
 """
@@ -18,7 +19,7 @@ from tiwbench.bands import N_BANDS
 from tiwbench.diffusion import Denoiser, sample_training_sigma
 from tiwbench.methods.dsm_obs import DSMObs
 from tiwbench.methods.tiw_dsm import TIWDSM
-from tiwbench.ratio import BandedNet, LearnedRatio
+from tiwbench.ratio import BandedNet, LearnedRatio, PriorNet
 from tiwbench.train import TrainConfig, TrainStep
 
 
@@ -31,16 +32,19 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x0, sigma, noise = data.x_bias[:512], sample_training_sigma(512, g), torch.randn(512, 2, generator=g)
 
-    def ratio(banded: bool) -> LearnedRatio:
+    def ratio(layout: str) -> LearnedRatio:
         model = LearnedRatio(recipe.ratio_net(), data.sigma_data, True, (2,))
         model.fit_limit(data.x_ref, data.x_bias)
-        if banded:
+        if layout == "banded":
             model.net = BandedNet.for_bands([copy.deepcopy(model.net) for _ in range(N_BANDS)])
+        elif layout == "prior":
+            model.net = PriorNet()
         return model.requires_grad_(False).eval()
 
     print("| step | ms/step |\n|---|---|")
-    for name, method, r in (("dsm_obs", DSMObs(), None), ("tiw_dsm, one network", TIWDSM(), ratio(False)),
-                            ("tiw_dsm, BandedNet (4)", TIWDSM(), ratio(True))):
+    for name, method, r in (("dsm_obs", DSMObs(), None), ("tiw_dsm, one network", TIWDSM(), ratio("one")),
+                            ("tiw_dsm, BandedNet (4)", TIWDSM(), ratio("banded")),
+                            ("tiw_dsm, PriorNet", TIWDSM(), ratio("prior"))):
         torch.manual_seed(0)
         step = TrainStep(method, Denoiser(recipe.score_net(), data.sigma_data), r, 1.0, 0.05, TrainConfig(1, 512))
         for _ in range(20):
