@@ -40,6 +40,8 @@ VARIANTS = {
     "wd0.1": ({"select": "band", "weight_decay": 0.1}, True, 0.5),
     "patient": ({"select": "band", "patience": 6000}, True, 0.5),
     "batch2048": ({"select": "band", "batch_size": 2048}, True),
+    "patience500": ({"select": "band", "patience": 500}, True),  # stop sooner: what held-out data lose
+    "patience750": ({"select": "band", "patience": 750}, True),
     # issue 11 item 2, measured 2026-11-30 (bench/NOTES.md); EMA is probe-side only
     "training_sigma": ({"select": "band", "sigma": "edm"}, True),  # σ as the score network draws it
     "mixed_sigma": ({"select": "band", "sigma": "mixed"}, True),  # half log-uniform, half that

@@ -16,14 +16,18 @@ def record(folder):
     return path.parent.name, json.loads(path.read_text())
 
 
+def run(command: list[str], env: dict) -> None:
+    """Run a command; on failure, show what it printed (a CalledProcessError alone says nothing)."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+
+
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    "-m", "tiwbench", *ARGS, "--results", str(tmp_path / "two")],
-                   env=env, check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "tiwbench", *ARGS, "--results", str(tmp_path / "one")],
-                   env=env, check=True, capture_output=True)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "tiwbench", *ARGS, "--results", str(tmp_path / "two")], env)
+    run([sys.executable, "-m", "tiwbench", *ARGS, "--results", str(tmp_path / "one")], env)
     (id2, r2), (id1, r1) = record(tmp_path / "two"), record(tmp_path / "one")
     assert id1 == id2 and r2["processes"] == 2 and r1["processes"] == 1
     m1, m2 = r1["metrics"], r2["metrics"]

@@ -455,9 +455,8 @@ def _snapshot(net: nn.Module) -> dict:
 
 
 def _optimiser(model: LearnedRatio, cfg: RatioTrainConfig, device) -> tuple:
-    """AdamW (fused: the per-tensor loop cost a quarter of a CPU step) with a cosine schedule over
-    cfg.steps, half a batch per class and its labels."""
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    """AdamW with a cosine schedule over cfg.steps, half a batch per class and its labels."""
+    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     half = cfg.batch_size // 2
     labels = torch.cat([torch.ones(half), torch.zeros(half)]).to(device)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps), half, labels
