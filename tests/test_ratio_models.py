@@ -313,3 +313,15 @@ def test_the_discriminators_sigma_proposals():
             == resolve_config("iw_dsm", "gmm2d", 0.05, ratio_sigma="log_uniform").run_id)
     assert (resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_sigma="edm").run_id
             != resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_sigma="log_uniform").run_id)
+
+
+def test_a_ratio_cache_is_keyed_by_the_options_that_differ_from_their_legacy_values():
+    """An option added later with the old behaviour as its legacy value (ratio_sigma) leaves the
+    caches made before it their keys; one set to a new value keys a new cache."""
+    from tiwbench.config import ratio_cache_fields, resolve_config
+
+    default = ratio_cache_fields(resolve_config("tiw_dsm", "gmm2d", 0.05))
+    assert "sigma" not in default and default["prior"] is True and default["holdout"] == 0.2
+    assert ratio_cache_fields(resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_sigma="edm"))["sigma"] == "edm"
+    legacy = ratio_cache_fields(resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_prior=False))
+    assert "prior" not in legacy and legacy["steps"] == default["steps"]  # no legacy: always a key

@@ -191,6 +191,15 @@ class RunConfig:
         return RatioTrainConfig(**{name.removeprefix("ratio_"): getattr(self, name) for name in RATIO_FIELDS})
 
 
+def ratio_cache_fields(cfg: RunConfig) -> dict:
+    """The ratio-training options that key a cached ratio model: all but those at their legacy
+    value, so that an option added later (with the behaviour before it as its legacy) keeps the
+    caches made before it, as run ids do."""
+    legacy = {name.removeprefix("ratio_"): FIELDS[name].metadata["legacy"] for name in RATIO_FIELDS}
+    return {k: v for k, v in asdict(cfg.ratio_config()).items()
+            if legacy.get(k, MISSING) is MISSING or v != legacy[k]}
+
+
 FIELDS = {f.name: f for f in fields(RunConfig)}
 CLI_FIELDS = [f for f in fields(RunConfig) if f.metadata["cli"]]
 RATIO_FIELDS = tuple(f.name for f in fields(RunConfig) if f.metadata["ratio_training"])

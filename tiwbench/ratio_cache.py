@@ -5,7 +5,6 @@ method and process (a waiting lock keeps concurrent sweeps from training it twic
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -13,7 +12,7 @@ from torch import nn
 
 from . import dist
 from .checkpoint import load_torch, save_torch
-from .config import RunConfig
+from .config import RunConfig, ratio_cache_fields
 from .console import progress_bar, say
 from .datasets.base import BenchmarkData, DatasetRecipe
 from .errors import TiwbenchError
@@ -32,8 +31,8 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     if cfg.ratio == "oracle":
         return data.exact_ratio(time_dependent), None
     train_cfg = cfg.ratio_config()
-    key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref,
-           "seed": cfg.seed, "kind": kind, **asdict(train_cfg), "backbone": backbone_identity(cfg, results)}
+    key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref, "seed": cfg.seed,
+           "kind": kind, **ratio_cache_fields(cfg), "backbone": backbone_identity(cfg, results)}
     if cfg.precision == "tf32":  # trained with TF32 matmuls (ratio training is otherwise fp32)
         key["tf32"] = True
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest(key)}.pt"

@@ -68,8 +68,10 @@ def encoder_config(cfg: RunConfig) -> RunConfig:
 
 
 def encoder_key(cfg: RunConfig) -> dict:
-    """What determines the encoder: its training options and the discriminator's split of D_bias."""
-    return {**encoder_config(cfg).to_dict(), "trained_on": "ratio_split_of_bias", "holdout": cfg.ratio_holdout}
+    """What determines the encoder: its training options (as a run id: only those that differ from
+    their neutral values, so that an option added later keeps the cache) and the discriminator's
+    split of D_bias."""
+    return {"run": encoder_config(cfg).run_id, "trained_on": "ratio_split_of_bias", "holdout": cfg.ratio_holdout}
 
 
 def score_net_path(cfg: RunConfig, results: Path) -> Path:
