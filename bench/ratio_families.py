@@ -155,7 +155,10 @@ def main() -> None:
           + " ".join(f"{r['sigma']:.3g}:{r['corr_norm']:.3f}" for r in exact_rows if 0.3 < r["sigma"] < 20))
     report("exact", exact)
     report("linear", linear())
-    report("rescaled", Rescaled(linear(), x_ref, x_bias))
+    rescaled = Rescaled(linear(), x_ref, x_bias)
+    report("rescaled", rescaled)
+    print("  rescaled's fitted (a, b) per σ: "
+          + " ".join(f"{s:.3g}:({a:.2f}, {b:+.2f})" for s, (a, b) in sorted(rescaled.fits.items())))
     report("gauss", Gauss(x_ref, x_bias))
     report("derived", Derived(linear(), x_bias))
 

@@ -9,7 +9,6 @@ term alone). The discriminator is untrained: only the cost is measured.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import torch
@@ -19,7 +18,7 @@ from tiwbench.bands import N_BANDS
 from tiwbench.diffusion import Denoiser, sample_training_sigma
 from tiwbench.methods.dsm_obs import DSMObs
 from tiwbench.methods.tiw_dsm import TIWDSM
-from tiwbench.ratio import BandedNet, LearnedRatio, PriorNet
+from tiwbench.ratio import LearnedRatio, from_layout
 from tiwbench.train import TrainConfig, TrainStep
 
 
@@ -35,10 +34,8 @@ def main() -> None:
     def ratio(layout: str) -> LearnedRatio:
         model = LearnedRatio(recipe.ratio_net(), data.sigma_data, True, (2,))
         model.fit_limit(data.x_ref, data.x_bias)
-        if layout == "banded":
-            model.net = BandedNet.for_bands([copy.deepcopy(model.net) for _ in range(N_BANDS)])
-        elif layout == "prior":
-            model.net = PriorNet()
+        layouts = {"one": ["net"], "banded": ["net"] * N_BANDS, "prior": ["prior"]}
+        model.net = from_layout(model.net, layouts[layout])
         return model.requires_grad_(False).eval()
 
     print("| step | ms/step |\n|---|---|")

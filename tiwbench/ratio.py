@@ -171,11 +171,15 @@ class LearnedRatio(DensityRatio):
         """v of the linear term."""
         return self.var_delta if self.limit_var == "delta" else self.precond.sigma_data**2
 
+    def logit(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """The network's output ℓ_φ at (x, σ), (B,): σ below the floor seen as the floor."""
+        seen = sigma.clamp(min=self.sigma_floor)
+        return self.net(self.precond.c_in(append_dims(seen, x.ndim)) * x, self.precond.c_noise(seen)).reshape(-1)
+
     def log_ratio(self, x: Tensor, sigma: Tensor) -> Tensor:
         if not self.time_dependent:
             sigma = torch.full_like(sigma, SIGMA_MIN)
-        seen = sigma.clamp(min=self.sigma_floor)
-        logit = self.net(self.precond.c_in(append_dims(seen, x.ndim)) * x, self.precond.c_noise(seen)).reshape(-1)
+        logit = self.logit(x, sigma)
         if not self.has_limit:
             return logit
         sd2 = self.precond.sigma_data**2
@@ -236,15 +240,20 @@ class BandedNet(nn.Module):
 def net_layout(net: nn.Module) -> list[str]:
     """What a trained discriminator's network is made of, per σ band ("net" or "prior"; one entry
     for a single network), so that a cache can rebuild it (`from_layout`)."""
-    if isinstance(net, BandedNet):
-        return ["prior" if isinstance(n, PriorNet) else "net" for n in net.nets]
-    return ["prior" if isinstance(net, PriorNet) else "net"]
+    return ["prior" if isinstance(part, PriorNet) else "net" for part in net_parts(net)]
 
 
 def from_layout(net: nn.Module, layout: list[str]) -> nn.Module:
-    """An untrained network of that layout, copies of `net` where the layout says "net"."""
+    """A network of that layout: `net` itself for ["net"], else PriorNets and copies of `net`."""
+    if layout == ["net"]:
+        return net
     parts = [PriorNet() if kind == "prior" else copy.deepcopy(net) for kind in layout]
     return parts[0] if len(parts) == 1 else BandedNet.for_bands(parts)
+
+
+def net_parts(net: nn.Module) -> list[nn.Module]:
+    """The per-band networks of a layout (one entry for a single network)."""
+    return list(net.nets) if isinstance(net, BandedNet) else [net]
 
 
 SELECTIONS = ("band", "global", "last")
@@ -495,9 +504,7 @@ def _outputs_zero(model: LearnedRatio, held_out: HeldOutBCE) -> bool:
     model.eval()
     with torch.no_grad():
         for points, sigma in ((held_out.ref[0], held_out.sigmas[0]), (held_out.bias[-1], held_out.sigmas[-1])):
-            sigma = torch.full((len(points),), sigma, device=points.device)
-            zero = zero and not model.net(model.precond.c_in(append_dims(sigma, points.ndim)) * points,
-                                          model.precond.c_noise(sigma)).any()
+            zero = zero and not model.logit(points, torch.full((len(points),), sigma, device=points.device)).any()
     model.train(training)
     return bool(zero)
 
@@ -506,18 +513,15 @@ def _restore(model: LearnedRatio, states: list[dict], prior: list[bool]) -> Lear
     """The model with each band's best state (one network when every band chose the same), a
     PriorNet where `prior` says the band kept the untrained zero-output state."""
     if all(prior):
-        model.net = PriorNet()
-        return model
-    if not any(prior) and all(state is states[0] for state in states):
-        model.net.load_state_dict(states[0])
-        return model
-    nets = []
-    for state, is_prior in zip(states, prior):
-        net = PriorNet() if is_prior else copy.deepcopy(model.net)
-        if not is_prior:
-            net.load_state_dict(state)
-        nets.append(net)
-    model.net = BandedNet.for_bands(nets)  # edges on the nets' device (a CUDA run found them on the CPU)
+        layout, states = ["prior"], states[:1]
+    elif not any(prior) and all(state is states[0] for state in states):
+        layout, states = ["net"], states[:1]
+    else:
+        layout = ["prior" if is_prior else "net" for is_prior in prior]
+    model.net = from_layout(model.net, layout)  # edges on the nets' device (a CUDA run found them on the CPU)
+    for part, kind, state in zip(net_parts(model.net), layout, states):
+        if kind == "net":
+            part.load_state_dict(state)
     return model
 
 
