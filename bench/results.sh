@@ -18,5 +18,7 @@ for D in gmm_hd gmm2d digits_lt; do
   fi
   # the discriminator as a head on a frozen encoder (issue 11 item 3), against the default
   $T sweep --dataset $D --methods iw_dsm,tiw_dsm --refs $REFS --seeds $SEEDS --ratio-backbone score
+  # the time-dependent discriminator on the linear large-σ term alone (the default until the tilt)
+  $T sweep --dataset $D --methods tiw_dsm --refs $REFS --seeds $SEEDS --ratio-limit-base linear
   rm -rf results/$D && $T report --dataset $D --summary bench/summaries/$D.md
 done

@@ -106,6 +106,11 @@ class RunConfig:
                                   "pooled variance along their mean difference) | sigma_data (σ_data², "
                                   "right for isotropic data only).", check=one_of("delta", "sigma_data"),
                                   ratio_training=True, legacy="sigma_data")
+    ratio_limit_base: str = option("tilt", "What the discriminator's network adds to (with --ratio-limit): linear "
+                                   "(the large-σ term alone) | tilt (the exact noised log-ratio of D_bias's "
+                                   "training split tilted by that term's clean-data value: the same limit at "
+                                   "large σ, the tilt's per-point weights at small σ).",
+                                   check=one_of("linear", "tilt"), ratio_training=True, legacy="linear")
     ratio_refit: bool = option(False, "After held-out selection, retrain the discriminator on all of D_ref and "
                                "D_bias for the selected number of steps per σ band.", ratio_training=True)
     ratio_prior: bool = option(True, "Keep the untrained discriminator, its output layer at zero (the large-σ "
@@ -339,7 +344,7 @@ def unused_fields(cfg: RunConfig, ratio_kind: str | None, train_on: str | None) 
         if ratio_kind != "time_dependent":  # trained on clean data only
             unused.append("ratio_sigma")
         if ratio_kind != "time_dependent" or not cfg.ratio_limit:  # no large-σ term to scale
-            unused.append("ratio_limit_var")
+            unused += ["ratio_limit_var", "ratio_limit_base"]
     return unused
 
 

@@ -28,6 +28,7 @@ from .diffusion import (
 )
 from .errors import Interrupted
 from .signals import stop_requests
+from .streams import generator
 
 
 class DensityRatio(nn.Module):
@@ -113,6 +114,9 @@ class ExactRatio(DensityRatio):
 
 
 LIMIT_VARIANCES = ("delta", "sigma_data")
+LIMIT_BASES = ("linear", "tilt")
+TILT_CHUNK = 2**22  # entries of the (points × base) kernel matrix computed at once
+TILT_POINTS = 2048  # at most this many D_bias points in the tilted term's base set (its cost per point)
 
 
 class LearnedRatio(DensityRatio):
@@ -131,6 +135,11 @@ class LearnedRatio(DensityRatio):
     together, v along δ is many times σ_data², and the term claimed tens of nats at small σ
     (held-out BCE 57 on shapes32). `data_shape=None` leaves the plain logit ℓ_φ.
 
+    With `limit_base="tilt"` the linear term is replaced by the exact noised log-ratio of D_bias
+    tilted by that term's clean value (`tilt_term`): the same limit at large σ, and where σ is
+    small the weights a clean-data ratio gives, instead of a Gaussian term that fades with σ² + v
+    long before the sets' modes blur (docs/design.md §4).
+
     Below `sigma_floor` (time-dependent models) the network sees the floor: the ratio of densities
     smoothed at that scale, where a small reference set carries no finer information. The
     time-independent variant is trained and evaluated at σ_min only, i.e. on clean data.
@@ -139,18 +148,25 @@ class LearnedRatio(DensityRatio):
 
     def __init__(self, net: nn.Module, sigma_data: float, time_dependent: bool,
                  data_shape: tuple[int, ...] | None = None, sigma_floor: float = 0.0,
-                 limit_var: str = "delta"):
+                 limit_var: str = "delta", limit_base: str = "linear"):
         super().__init__()
         if limit_var not in LIMIT_VARIANCES:
             raise ValueError(f"limit_var must be one of {LIMIT_VARIANCES}, got {limit_var!r}")
+        if limit_base not in LIMIT_BASES:
+            raise ValueError(f"limit_base must be one of {LIMIT_BASES}, got {limit_base!r}")
         self.net, self.precond, self.time_dependent = net, Precond(sigma_data), time_dependent
         self.sigma_floor = max(sigma_floor, SIGMA_MIN) if time_dependent else SIGMA_MIN
         self.has_limit, self.limit_var = data_shape is not None, limit_var
+        self.limit_base = limit_base if self.has_limit else "linear"
         if self.has_limit:
             self.register_buffer("delta", torch.zeros(data_shape))
             self.register_buffer("centre", torch.zeros(data_shape))
             if limit_var == "delta":  # (a buffer only here: caches of the first version still load)
                 self.register_buffer("var_delta", torch.tensor(sigma_data**2))
+        if self.limit_base == "tilt":  # rebuilt from the data, not cached (`attach_tilt`)
+            for name in ("tilt_points", "tilt_weights", "tilt_half_sq"):
+                self.register_buffer(name, torch.zeros(0), persistent=False)
+            self.tilt_offset = 0.0
 
     @torch.no_grad()
     def fit_limit(self, x_ref: Tensor, x_bias: Tensor) -> None:
@@ -166,6 +182,34 @@ class LearnedRatio(DensityRatio):
         if self.limit_var == "delta" and norm > 0 and len(x_ref) > 1 and len(x_bias) > 1:
             unit = (mean_ref - mean_bias) / norm
             self.var_delta.fill_(float(((x_ref @ unit).var() + (x_bias @ unit).var()) / 2))
+        self.attach_tilt(x_bias)
+
+    @torch.no_grad()
+    def attach_tilt(self, x_bias: Tensor) -> None:
+        """The tilted term's base set: D_bias (the discriminator's training split), each point with
+        its tilt exp(δᵀ(x0 − m)/v) normalised to mean 1 over the set. Called by `fit_limit`, and
+        after loading a cached model (the set is data, not part of the cache)."""
+        if self.limit_base != "tilt":
+            return
+        points = to_model_space(x_bias[:TILT_POINTS]).flatten(1).to(self.delta)  # a split is shuffled
+        log_w = (points - self.centre.flatten()) @ self.delta.flatten() / self.limit_variance()
+        self.tilt_points, self.tilt_half_sq = points, points.pow(2).sum(1) / 2
+        # weights relative to the largest, with the ones of the untilted set: one product sums both
+        self.tilt_weights = torch.stack([(log_w - log_w.max()).exp(), torch.ones_like(log_w)], 1)
+        self.tilt_offset = float(log_w.max() - torch.logsumexp(log_w, 0) + math.log(len(points)))
+
+    def tilt_term(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """log E[w_0(x0) | x_σ = x] over the base set: the noised log-ratio of the tilted set to the
+        set itself, exact at every σ for that pair (the posterior of x0 is a softmax over the set)."""
+        x, sigma = x.flatten(1), sigma.to(x.dtype)
+        points, half_sq, weights = (t.to(x.dtype) for t in (self.tilt_points, self.tilt_half_sq, self.tilt_weights))
+        rows = max(1, TILT_CHUNK // max(1, len(points)))
+        out = []
+        for start in range(0, len(x), rows):  # bounded memory: a chunk of rows against the whole set
+            a = (x[start:start + rows] @ points.T - half_sq) / sigma[start:start + rows, None] ** 2
+            sums = (a - a.max(1, keepdim=True).values.detach()).exp() @ weights  # (rows, 2)
+            out.append(sums[:, 0].log() - sums[:, 1].log())
+        return torch.cat(out) + self.tilt_offset
 
     def limit_variance(self) -> Tensor | float:
         """v of the linear term."""
@@ -183,8 +227,11 @@ class LearnedRatio(DensityRatio):
         if not self.has_limit:
             return logit
         sd2 = self.precond.sigma_data**2
-        linear = ((x - self.centre) * self.delta).flatten(1).sum(1)
-        return linear / (sigma**2 + self.limit_variance()) + sd2 * logit / (sigma**2 + sd2)
+        if self.limit_base == "tilt":
+            base = self.tilt_term(x, sigma)
+        else:
+            base = ((x - self.centre) * self.delta).flatten(1).sum(1) / (sigma**2 + self.limit_variance())
+        return base + sd2 * logit / (sigma**2 + sd2)
 
     def compiled(self) -> LearnedRatio:
         # autograd.grad in log_r_and_grad breaks a graph around it; the network's forward and
@@ -192,8 +239,9 @@ class LearnedRatio(DensityRatio):
         twin = LearnedRatio(torch.compile(self.net), self.precond.sigma_data, self.time_dependent,
                             sigma_floor=self.sigma_floor, limit_var=self.limit_var)
         if self.has_limit:
-            twin.has_limit = True
-            for name in ("delta", "centre", "var_delta"):
+            twin.has_limit, twin.limit_base = True, self.limit_base
+            twin.tilt_offset = getattr(self, "tilt_offset", 0.0)
+            for name in ("delta", "centre", "var_delta", "tilt_points", "tilt_weights", "tilt_half_sq"):
                 if hasattr(self, name):
                     twin.register_buffer(name, getattr(self, name))
         return twin.eval()
@@ -274,6 +322,7 @@ class RatioTrainConfig:
     select: str = "band"  # band: best state per σ band; global: best mean over bands; last
     limit: bool = True  # the exact large-σ term of time-dependent LearnedRatios (built with it)
     limit_var: str = "delta"  # that term's variance: along δ, or σ_data² (the model is built with it)
+    limit_base: str = "tilt"  # linear: that term alone; tilt: D_bias tilted by it, noised (built with it)
     refit: bool = False  # after selection, retrain on all the data for the selected lengths
     sigma_floor: float = 0.0  # LearnedRatio's floor, in units of σ_data (the model is built with it)
     prior: bool = True  # the untrained state (output layer zeroed where the model is built) is a candidate
@@ -313,6 +362,12 @@ def ratio_splits(x_ref: Tensor, x_bias: Tensor, share: float,
     x_ref, val_ref = split_holdout(x_ref, share, generator)
     x_bias, val_bias = split_holdout(x_bias, share, generator)
     return x_ref, val_ref, x_bias, val_bias
+
+
+def bias_training_split(x_ref: Tensor, x_bias: Tensor, share: float, seed: int) -> Tensor:
+    """The part of D_bias a run's discriminator trains on (`ratio_splits` on a fresh `ratio_batches`
+    stream, as `train_ratio` draws it first), for what else is fitted on it alone."""
+    return ratio_splits(x_ref, x_bias, share, generator(seed, "ratio_batches"))[2]
 
 
 class HeldOutBCE:

@@ -18,7 +18,15 @@ from .datasets.base import BenchmarkData, DatasetRecipe
 from .errors import TiwbenchError
 from .locks import run_lock
 from .nets.discriminator import FrozenEncoder, HeadOnFeatures, ScoreEncoder
-from .ratio import DensityRatio, LearnedRatio, from_layout, net_layout, train_ratio, zero_output_layer
+from .ratio import (
+    DensityRatio,
+    LearnedRatio,
+    bias_training_split,
+    from_layout,
+    net_layout,
+    train_ratio,
+    zero_output_layer,
+)
 from .score_nets import score_net_for, score_net_path, score_net_skeleton
 from .streams import digest, generator
 
@@ -43,7 +51,7 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
                          # the large-σ term is the time-dependent ratio's: clean data have no large σ
                          data_shape=tuple(data.x_bias.shape[1:]) if train_cfg.limit and time_dependent else None,
                          sigma_floor=train_cfg.sigma_floor * data.sigma_data,
-                         limit_var=train_cfg.limit_var).to(device)
+                         limit_var=train_cfg.limit_var, limit_base=train_cfg.limit_base).to(device)
     summary = None
     if not path.exists() and dist.is_main():  # other processes wait, then read the cache
         # another sweep on this folder may be training the same model: wait for it, then reuse
@@ -63,6 +71,7 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
             layout = saved.get("layout") or ["net"] * (saved["bands"] or 1)
             model.net = from_layout(model.net, layout)
             model.load_state_dict(saved["model"])
+            model.attach_tilt(tilt_base(cfg, data))
             summary = saved["fit"]
         except (KeyError, RuntimeError) as e:
             raise TiwbenchError(f"the cached ratio model {path} is incomplete or does not fit "
@@ -70,6 +79,15 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
         model.requires_grad_(False).eval()
         say(f"reusing the cached {kind} ratio model {path}")
     return model, summary
+
+
+def tilt_base(cfg: RunConfig, data: BenchmarkData):
+    """The D_bias points the tilted term was fitted on (LearnedRatio.attach_tilt), as training left
+    them: the discriminator's training split (the first draws of its stream), or all of D_bias
+    after a refit."""
+    if cfg.ratio_refit:
+        return data.x_bias
+    return bias_training_split(data.x_ref, data.x_bias, cfg.ratio_holdout, cfg.seed)
 
 
 def backbone_identity(cfg: RunConfig, results: Path) -> str:

@@ -23,8 +23,8 @@ from .diffusion import Denoiser
 from .errors import TiwbenchError
 from .locks import run_lock
 from .methods.base import Method
-from .ratio import DensityRatio, ratio_splits
-from .streams import digest, generator
+from .ratio import DensityRatio, bias_training_split
+from .streams import digest
 from .train import train_score
 
 ENCODER_METHOD = "dsm_obs"  # its loss (plain DSM) and score-training options make the encoder
@@ -99,8 +99,7 @@ def score_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, re
             # the others follow: under torchrun all train together (DDP) or none does
             if dist.any_rank(dist.is_main() and not path.exists()):
                 say("training the score network of the discriminator's encoder (D_bias, training split)")
-                x_bias = ratio_splits(data.x_ref, data.x_bias, cfg.ratio_holdout,
-                                      generator(cfg.seed, "ratio_batches"))[2]
+                x_bias = bias_training_split(data.x_ref, data.x_bias, cfg.ratio_holdout, cfg.seed)
                 ema = fit_score(encoder_config(cfg), registry.get_method(ENCODER_METHOD), recipe, data.sigma_data,
                                 (x_bias, 0.0, ()), None, device, compile=device.type == "cuda",
                                 checkpoint=path.with_suffix(".ckpt"))

@@ -1,0 +1,117 @@
+"""The tilted large-σ base of the time-dependent discriminator (`--ratio-limit-base tilt`,
+docs/design.md §4): exact for the set it is built on, the Gaussian ratio on Gaussian data, and the
+same model again when it comes from the cache."""
+
+import math
+
+import pytest
+import torch
+
+from tiwbench import ratio as ratio_module
+from tiwbench.ratio import LearnedRatio, log_r_and_grad
+
+
+class ZeroLogit(torch.nn.Module):
+    def forward(self, x, c_noise):
+        return x.new_zeros(len(x), 1)
+
+
+def tilted(x_ref, x_bias, sigma_data=1.0):
+    model = LearnedRatio(ZeroLogit(), sigma_data, True, data_shape=tuple(x_bias.shape[1:]),
+                         limit_base="tilt").double()
+    model.fit_limit(x_ref, x_bias)
+    return model
+
+
+def test_the_tilted_term_is_the_exact_noised_ratio_of_the_tilted_set(monkeypatch):
+    """log w_σ(x) = log Σ w_i N(x; x_i, σ²) − log Σ N(x; x_i, σ²) over the first TILT_POINTS points
+    of D_bias, w_i ∝ exp(δᵀ(x_i − m)/v) with mean 1: the value and its input gradient, at every σ
+    the sampler visits, against the densities written out."""
+    monkeypatch.setattr(ratio_module, "TILT_POINTS", 200)
+    monkeypatch.setattr(ratio_module, "TILT_CHUNK", 1000)  # several chunks of rows
+    g = torch.Generator().manual_seed(0)
+    x_bias = torch.randn(300, 3, generator=g, dtype=torch.float64)
+    x_ref = torch.randn(40, 3, generator=g, dtype=torch.float64) + torch.tensor([0.8, -0.3, 0.0], dtype=torch.float64)
+    model = tilted(x_ref, x_bias)
+    base = x_bias[:200]
+    log_w = (base - model.centre) @ model.delta / model.limit_variance()
+    log_w = log_w - torch.logsumexp(log_w, 0) + math.log(200)
+
+    def brute(x, sigma):
+        log_k = -(x[:, None, :] - base[None]).pow(2).sum(-1) / (2 * sigma[:, None] ** 2)
+        return torch.logsumexp(log_k + log_w, 1) - torch.logsumexp(log_k, 1)
+
+    for s in (0.002, 0.05, 1.0, 80.0):
+        x = x_bias[:64] + s * torch.randn(64, 3, generator=g, dtype=torch.float64)
+        sigma = torch.full((64,), s, dtype=torch.float64)
+        got, grad = log_r_and_grad(model, x, sigma, pi=0.0)
+        xr = x.clone().requires_grad_(True)
+        want = brute(xr, sigma)
+        (want_grad,) = torch.autograd.grad(want.sum(), xr)
+        assert torch.allclose(got, want.detach(), atol=1e-8), s
+        assert torch.allclose(grad, want_grad, atol=1e-6 / s**2), s
+    # the linear base, for contrast, is a different function at small σ
+    linear = LearnedRatio(ZeroLogit(), 1.0, True, data_shape=(3,)).double()
+    linear.fit_limit(x_ref, x_bias)
+    x = x_bias[:64] + 0.05 * torch.randn(64, 3, generator=g, dtype=torch.float64)
+    sigma = torch.full((64,), 0.05, dtype=torch.float64)
+    assert not torch.allclose(linear.log_ratio(x, sigma), model.log_ratio(x, sigma), atol=0.05)
+
+
+def test_on_gaussian_data_the_tilt_is_the_gaussian_ratio_and_keeps_the_large_sigma_limit():
+    """D_bias ~ N(0, I), D_ref ~ N(δ, I): tilting N(0, I) by exp(δᵀx) gives N(δ, I), so the noised
+    ratio is δᵀ(x − δ/2)/(1 + σ²) at every σ; σ²∇log w tends to the tilted set's mean minus the
+    set's mean, which is δ up to the samples' error."""
+    g = torch.Generator().manual_seed(1)
+    delta = torch.tensor([0.5, 0.0], dtype=torch.float64)
+    x_bias = torch.randn(4000, 2, generator=g, dtype=torch.float64)
+    x_ref = torch.randn(4000, 2, generator=g, dtype=torch.float64) + delta
+    model = tilted(x_ref, x_bias)
+    for s in (0.3, 1.0, 3.0):
+        x = 1.2 * torch.randn(500, 2, generator=g, dtype=torch.float64)
+        got = model.log_ratio(x, torch.full((500,), s, dtype=torch.float64))
+        exact = (x - delta / 2) @ delta / (1 + s**2)
+        assert (got - exact).abs().mean() < 0.03 * (1 + 1 / (1 + s**2)), s
+    s = 300.0
+    x = s * torch.randn(200, 2, generator=g, dtype=torch.float64)
+    _, grad = log_r_and_grad(model, x, torch.full((200,), s, dtype=torch.float64), pi=0.0)
+    weights = model.tilt_weights[:, :1]
+    shift = (weights * model.tilt_points).sum(0) / weights.sum() - model.tilt_points.mean(0)
+    assert torch.allclose(s**2 * grad, shift.expand_as(grad), atol=1e-3)
+    assert (shift - delta).norm() < 0.1  # 2,048 base points: the estimate of δ, like the means'
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_a_cached_tilted_model_is_the_model_that_was_trained(tmp_path, refit):
+    """The base set is not cached but rebuilt from the data (the training split, or all of D_bias
+    after a refit): the reloaded model gives the trained one's ratio and gradient to the bit."""
+    from tiwbench import registry
+    from tiwbench.config import resolve_config
+    from tiwbench.ratio_cache import ratio_model_for
+
+    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_steps=60, ratio_refit=refit)
+    assert cfg.ratio_limit_base == "tilt"
+    recipe = registry.get_dataset("gmm2d")
+    data = recipe.build(0.05, 0)
+    trained, _ = ratio_model_for(cfg, "time_dependent", recipe, data, tmp_path, torch.device("cpu"))
+    cached, _ = ratio_model_for(cfg, "time_dependent", recipe, data, tmp_path, torch.device("cpu"))
+    assert trained is not cached and cached.limit_base == "tilt"
+    assert len(cached.tilt_points) == min(ratio_module.TILT_POINTS, len(data.x_bias) if refit else 16_000)
+    x = data.x_bias[:256] + torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
+    sigma = torch.logspace(-2.7, 1.9, 256)
+    for a, b in zip(log_r_and_grad(trained, x, sigma, 0.5), log_r_and_grad(cached, x, sigma, 0.5)):
+        assert torch.equal(a, b)
+
+
+def test_the_base_option_names_new_runs_only():
+    """Records from before the option read as the linear base; it names time-dependent runs only."""
+    from tiwbench.config import RunConfig, resolve_config, unused_fields
+
+    old = RunConfig.from_dict({"method": "tiw_dsm", "dataset": "gmm2d", "ref": 0.05})
+    assert old.ratio_limit_base == "linear"
+    assert (resolve_config("tiw_dsm", "gmm2d", 0.05).run_id
+            != resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_limit_base="linear").run_id)
+    assert (resolve_config("iw_dsm", "gmm2d", 0.05).run_id
+            == resolve_config("iw_dsm", "gmm2d", 0.05, ratio_limit_base="linear").run_id)
+    assert "ratio_limit_base" in unused_fields(resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_limit=False),
+                                               "time_dependent", "obs")
