@@ -124,7 +124,8 @@ def example_value(f):
     special = {"ratio": "trained", "precision": "bf16", "net": "mlp", "dataset_options": (("dim", "8"),),
                "ema_decay": 0.99, "ratio_batch_size": 64, "sample_steps": 12, "ratio_select": "global",
                "ratio_holdout": 0.3, "ratio_limit_var": "sigma_data", "ratio_backbone": "score",
-               "ratio_sigma": "edm", "ratio_limit_base": "linear", "fid_ref": "eval"}  # gmm_hd has no training set for --fid-ref train
+               "ratio_sigma": "edm", "ratio_limit_base": "linear",
+                   "fid_ref": "eval"}  # gmm_hd has no training set for --fid-ref train
     if f.name in special:
         return special[f.name]
     kind = field_type(f)

@@ -31,7 +31,8 @@ def test_the_tilted_term_is_the_exact_noised_ratio_of_the_tilted_set(monkeypatch
     monkeypatch.setattr(ratio_module, "TILT_CHUNK", 1000)  # several chunks of rows
     g = torch.Generator().manual_seed(0)
     x_bias = torch.randn(300, 3, generator=g, dtype=torch.float64)
-    x_ref = torch.randn(40, 3, generator=g, dtype=torch.float64) + torch.tensor([0.8, -0.3, 0.0], dtype=torch.float64)
+    shift = torch.tensor([0.8, -0.3, 0.0], dtype=torch.float64)
+    x_ref = torch.randn(40, 3, generator=g, dtype=torch.float64) + shift
     model = tilted(x_ref, x_bias)
     base = x_bias[:200]
     log_w = (base - model.centre) @ model.delta / model.limit_variance()

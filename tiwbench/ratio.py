@@ -202,7 +202,8 @@ class LearnedRatio(DensityRatio):
         """log E[w_0(x0) | x_σ = x] over the base set: the noised log-ratio of the tilted set to the
         set itself, exact at every σ for that pair (the posterior of x0 is a softmax over the set)."""
         x, sigma = x.flatten(1), sigma.to(x.dtype)
-        points, half_sq, weights = (t.to(x.dtype) for t in (self.tilt_points, self.tilt_half_sq, self.tilt_weights))
+        points, half_sq, weights = (t.to(x.dtype)
+                                    for t in (self.tilt_points, self.tilt_half_sq, self.tilt_weights))
         rows = max(1, TILT_CHUNK // max(1, len(points)))
         out = []
         for start in range(0, len(x), rows):  # bounded memory: a chunk of rows against the whole set
