@@ -27,7 +27,8 @@ VARIANTS = {
     "band_noprior": ({"select": "band", "prior": False}, True),  # until 2026-11-30: trained states only
     "limit": ({"weight_decay": 0.0, "holdout": 0.0, "prior": False}, True),
     "global": ({"select": "global"}, True),
-    "band": ({"select": "band"}, True),  # today's default (the untrained prior a candidate, variance along δ)
+    "band": ({"select": "band"}, True),  # today's default (the untrained prior a candidate, the tilted base)
+    "band_linear": ({"select": "band", "limit_base": "linear"}, True),  # the linear base (until session 8)
     "band_refit": ({"select": "band", "refit": True}, True),  # then retrained on all the data
     "band_sd": ({"select": "band", "limit_var": "sigma_data"}, True),  # that variance σ_data² (until 2026-11-29)
     "band_nolimit": ({"select": "band"}, False),
@@ -130,7 +131,7 @@ def main() -> None:
             net = EMAWhenEvaluated(net, probe_side["ema"])
         model = LearnedRatio(net, data.sigma_data, True,
                              data.x_bias.shape[1:] if limit else None, sigma_floor=floor * data.sigma_data,
-                             limit_var=train_cfg.limit_var)
+                             limit_var=train_cfg.limit_var, limit_base=train_cfg.limit_base)
         t0 = time.perf_counter()
         fit = train_ratio(model, data.x_bias, data.x_ref, train_cfg, generator(args.seed, "ratio_batches"),
                           on_step=net.update if "ema" in probe_side else lambda step: None)
