@@ -116,3 +116,17 @@ def test_the_base_option_names_new_runs_only():
             == resolve_config("iw_dsm", "gmm2d", 0.05, ratio_limit_base="linear").run_id)
     assert "ratio_limit_base" in unused_fields(resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_limit=False),
                                                "time_dependent", "obs")
+
+
+@pytest.mark.parametrize("base", ["tilt", "linear"])
+def test_the_compiled_twin_shares_the_base_and_computes_the_same_ratio(monkeypatch, base):
+    """`compiled()` (GPU runs) wraps the network only; the base's buffers are shared, not rebuilt."""
+    monkeypatch.setattr(torch, "compile", lambda net: net)  # the twin's arithmetic, without a compiler
+    g = torch.Generator().manual_seed(0)
+    x_bias, x_ref = torch.randn(300, 3, generator=g), torch.randn(40, 3, generator=g) + 0.5
+    model = LearnedRatio(ZeroLogit(), 1.0, True, data_shape=(3,), limit_base=base)
+    model.fit_limit(x_ref, x_bias)
+    twin = model.compiled()
+    x, sigma = torch.randn(64, 3, generator=g), torch.full((64,), 0.7)
+    assert twin.limit_base == base and torch.equal(twin.log_ratio(x, sigma), model.log_ratio(x, sigma))
+    assert twin.delta.data_ptr() == model.delta.data_ptr()

@@ -238,13 +238,12 @@ class LearnedRatio(DensityRatio):
         # autograd.grad in log_r_and_grad breaks a graph around it; the network's forward and
         # its input backward are what compile, so the network alone is wrapped
         twin = LearnedRatio(torch.compile(self.net), self.precond.sigma_data, self.time_dependent,
-                            sigma_floor=self.sigma_floor, limit_var=self.limit_var)
-        if self.has_limit:
-            twin.has_limit, twin.limit_base = True, self.limit_base
-            twin.tilt_offset = getattr(self, "tilt_offset", 0.0)
-            for name in ("delta", "centre", "var_delta", "tilt_points", "tilt_weights", "tilt_half_sq"):
-                if hasattr(self, name):
-                    twin.register_buffer(name, getattr(self, name))
+                            data_shape=tuple(self.delta.shape) if self.has_limit else None,
+                            sigma_floor=self.sigma_floor, limit_var=self.limit_var, limit_base=self.limit_base)
+        for name, buffer in self.named_buffers(recurse=False):  # shared, not copied
+            setattr(twin, name, buffer)
+        if self.limit_base == "tilt":
+            twin.tilt_offset = self.tilt_offset
         return twin.eval()
 
 
