@@ -130,3 +130,22 @@ def test_the_compiled_twin_shares_the_base_and_computes_the_same_ratio(monkeypat
     x, sigma = torch.randn(64, 3, generator=g), torch.full((64,), 0.7)
     assert twin.limit_base == base and torch.equal(twin.log_ratio(x, sigma), model.log_ratio(x, sigma))
     assert twin.delta.data_ptr() == model.delta.data_ptr()
+
+
+def test_held_out_bce_with_the_fixed_base_is_the_bce_without_it():
+    """HeldOutBCE computes a tilted model's base once on its fixed points (fix_base): the BCE
+    is the one computed from scratch to the bit, and another model is not given that base."""
+    from tiwbench.ratio import HeldOutBCE
+
+    g = torch.Generator().manual_seed(0)
+    x_bias, x_ref = torch.randn(300, 3, generator=g), torch.randn(40, 3, generator=g) + 0.5
+    net = torch.nn.Sequential(torch.nn.Linear(3, 1))
+    model = LearnedRatio(lambda x, c: net(x), 1.0, True, data_shape=(3,), limit_base="tilt")
+    model.fit_limit(x_ref, x_bias)
+    other = LearnedRatio(lambda x, c: net(x), 1.0, True, data_shape=(3,), limit_base="tilt")
+    other.fit_limit(x_ref + 1.0, x_bias)
+    held = HeldOutBCE(x_ref, x_bias, [0.002, 0.5, 80.0], torch.Generator().manual_seed(1), "cpu")
+    fresh, fresh_other = held(model), held(other)
+    held.fix_base(model)
+    assert held(model) == fresh and held(other) == fresh_other
+    assert fresh != fresh_other

@@ -116,6 +116,7 @@ class ExactRatio(DensityRatio):
 LIMIT_VARIANCES = ("delta", "sigma_data")
 LIMIT_BASES = ("linear", "tilt")
 TILT_CHUNK = 2**22  # entries of the (points × base) kernel matrix computed at once
+_EXP_FLOOR = -87.0  # e^-87 ≈ 1.6e-38: the smallest exponent whose exp stays a normal float32
 TILT_POINTS = 2048  # at most this many D_bias points in the tilted term's base set (its cost per point)
 
 
@@ -164,7 +165,7 @@ class LearnedRatio(DensityRatio):
             if limit_var == "delta":  # (a buffer only here: caches of the first version still load)
                 self.register_buffer("var_delta", torch.tensor(sigma_data**2))
         if self.limit_base == "tilt":  # rebuilt from the data, not cached (`attach_tilt`)
-            for name in ("tilt_points", "tilt_weights", "tilt_half_sq"):
+            for name in ("tilt_points", "tilt_weights", "tilt_half_sq", "tilt_weighted_points"):
                 self.register_buffer(name, torch.zeros(0), persistent=False)
             self.tilt_offset = 0.0
 
@@ -196,21 +197,17 @@ class LearnedRatio(DensityRatio):
         self.tilt_points, self.tilt_half_sq = points, points.pow(2).sum(1) / 2
         # weights relative to the largest, with the ones of the untilted set: one product sums both
         self.tilt_weights = torch.stack([(log_w - log_w.max()).exp(), torch.ones_like(log_w)], 1)
+        self.tilt_weighted_points = self.tilt_weights[:, :1] * points  # for the two posterior means
         self.tilt_offset = float(log_w.max() - torch.logsumexp(log_w, 0) + math.log(len(points)))
 
     def tilt_term(self, x: Tensor, sigma: Tensor) -> Tensor:
         """log E[w_0(x0) | x_σ = x] over the base set: the noised log-ratio of the tilted set to the
-        set itself, exact at every σ for that pair (the posterior of x0 is a softmax over the set)."""
-        x, sigma = x.flatten(1), sigma.to(x.dtype)
-        points, half_sq, weights = (t.to(x.dtype)
-                                    for t in (self.tilt_points, self.tilt_half_sq, self.tilt_weights))
-        rows = max(1, TILT_CHUNK // max(1, len(points)))
-        out = []
-        for start in range(0, len(x), rows):  # bounded memory: a chunk of rows against the whole set
-            a = (x[start:start + rows] @ points.T - half_sq) / sigma[start:start + rows, None] ** 2
-            sums = (a - a.max(1, keepdim=True).values.detach()).exp() @ weights  # (rows, 2)
-            out.append(sums[:, 0].log() - sums[:, 1].log())
-        return torch.cat(out) + self.tilt_offset
+        set itself, exact at every σ for that pair (the posterior of x0 is a softmax over the set).
+        Its input gradient comes with the value (`_TiltKernel`), not from autograd's graph."""
+        flat = x.flatten(1)
+        buffers = (self.tilt_points, self.tilt_half_sq, self.tilt_weights, self.tilt_weighted_points)
+        value = _TiltKernel.apply(flat, sigma.to(flat.dtype), *(t.to(flat.dtype) for t in buffers))
+        return value + self.tilt_offset
 
     def limit_variance(self) -> Tensor | float:
         """v of the linear term."""
@@ -221,18 +218,24 @@ class LearnedRatio(DensityRatio):
         seen = sigma.clamp(min=self.sigma_floor)
         return self.net(self.precond.c_in(append_dims(seen, x.ndim)) * x, self.precond.c_noise(seen)).reshape(-1)
 
-    def log_ratio(self, x: Tensor, sigma: Tensor) -> Tensor:
+    def log_ratio(self, x: Tensor, sigma: Tensor, base: Tensor | None = None) -> Tensor:
+        """log w_σ(x); `base`, when given, is `base_term(x, sigma)` computed before (it holds no
+        trained parameter, so fixed points need it once: HeldOutBCE.fix_base)."""
         if not self.time_dependent:
             sigma = torch.full_like(sigma, SIGMA_MIN)
         logit = self.logit(x, sigma)
         if not self.has_limit:
             return logit
         sd2 = self.precond.sigma_data**2
-        if self.limit_base == "tilt":
-            base = self.tilt_term(x, sigma)
-        else:
-            base = ((x - self.centre) * self.delta).flatten(1).sum(1) / (sigma**2 + self.limit_variance())
+        base = self.base_term(x, sigma) if base is None else base
         return base + sd2 * logit / (sigma**2 + sd2)
+
+    def base_term(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """What the network's damped output adds to (models with the large-σ limit): the tilted or
+        the linear term."""
+        if self.limit_base == "tilt":
+            return self.tilt_term(x, sigma)
+        return ((x - self.centre) * self.delta).flatten(1).sum(1) / (sigma**2 + self.limit_variance())
 
     def compiled(self) -> LearnedRatio:
         # autograd.grad in log_r_and_grad breaks a graph around it; the network's forward and
@@ -245,6 +248,39 @@ class LearnedRatio(DensityRatio):
         if self.limit_base == "tilt":
             twin.tilt_offset = self.tilt_offset
         return twin.eval()
+
+
+class _TiltKernel(torch.autograd.Function):
+    """The tilted base's value log S_w − log S_1, with S_w = Σ_j w_j·k_j, S_1 = Σ_j k_j and the
+    Gaussian kernel k_j = exp((xᵀx_j − |x_j|²/2)/σ²) (|x|² cancels), and, when x needs one, its
+    input gradient in the same pass: (E_tilted[x0 | x] − E[x0 | x])/σ², the two posterior means
+    being (k·(w⊙X))/S_w and (k·X)/S_1. One (rows × points) matrix per chunk of rows, worked in
+    place: on this CPU the kernel is bound by allocating and touching that matrix, which autograd's
+    graph did four times over (docs/design.md §4)."""
+
+    @staticmethod
+    def forward(ctx, x, sigma, points, half_sq, weights, weighted_points):
+        want_grad = ctx.needs_input_grad[0]
+        rows = max(1, TILT_CHUNK // max(1, len(points)))
+        values, grads = [], []
+        for start in range(0, len(x), rows):  # bounded memory: a chunk of rows against the whole set
+            xs, s2 = x[start:start + rows], sigma[start:start + rows, None] ** 2
+            k = torch.addmm(half_sq, xs, points.T, beta=-1).div_(s2)
+            # a kernel value below e^-87 of the row's largest counts as 0: exp is ten times slower
+            # where its result leaves float32's normal range, and such a term is lost in any sum
+            k = k.sub_(k.amax(1, keepdim=True)).clamp_(min=_EXP_FLOOR).exp_().sub_(math.exp(_EXP_FLOOR))
+            sums = k @ weights  # (rows, 2): S_w, S_1 (relative to the row's largest kernel value)
+            values.append(sums[:, 0].log() - sums[:, 1].log())
+            if want_grad:
+                grads.append((k @ weighted_points / sums[:, :1] - k @ points / sums[:, 1:]) / s2)
+        if want_grad:
+            ctx.save_for_backward(torch.cat(grads))
+        return torch.cat(values)
+
+    @staticmethod
+    def backward(ctx, grad_value):
+        (grad,) = ctx.saved_tensors
+        return grad_value[:, None] * grad, None, None, None, None, None
 
 
 class PriorNet(nn.Module):
@@ -381,15 +417,29 @@ class HeldOutBCE:
             x0 = x.repeat((reps,) + (1,) * (x.ndim - 1))
             return [(x0 + s * torch.randn(x0.shape, generator=generator)).to(device) for s in sigmas]
         self.sigmas, self.ref, self.bias = sigmas, points(x_ref), points(x_bias)
+        self._base_model, self._bases = None, None
+
+    @torch.no_grad()
+    def fix_base(self, model: LearnedRatio) -> None:
+        """Compute `model`'s base term on the fixed points once: it does not train, and the tilted
+        one costs a (points × base set) kernel per call. Used for `model` only, while it is it."""
+        self._base_model = model if model.has_limit else None
+        if self._base_model is not None:
+            self._bases = [[model.base_term(x, self._sigma(x, s)) for x in (x_ref, x_bias)]
+                           for s, x_ref, x_bias in zip(self.sigmas, self.ref, self.bias)]
+
+    @staticmethod
+    def _sigma(x: Tensor, s: float) -> Tensor:
+        return torch.full((len(x),), s, device=x.device)
 
     @torch.no_grad()
     def __call__(self, model: LearnedRatio) -> list[float]:
         out = []
-        for s, x_ref, x_bias in zip(self.sigmas, self.ref, self.bias):
-            bce = [F.binary_cross_entropy_with_logits(
-                model.log_ratio(x, torch.full((len(x),), s, device=x.device)),
-                torch.full((len(x),), label, device=x.device)).item()
-                for x, label in ((x_ref, 1.0), (x_bias, 0.0))]
+        for k, (s, x_ref, x_bias) in enumerate(zip(self.sigmas, self.ref, self.bias)):
+            bases = self._bases[k] if model is self._base_model else (None, None)
+            bce = [F.binary_cross_entropy_with_logits(model.log_ratio(x, self._sigma(x, s), base=base),
+                                                      torch.full((len(x),), label, device=x.device)).item()
+                   for x, label, base in ((x_ref, 1.0, bases[0]), (x_bias, 0.0, bases[1]))]
             out.append(sum(bce) / 2)
         return out
 
@@ -418,6 +468,8 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     bands = N_BANDS if model.time_dependent else 1
     sigmas = VAL_SIGMAS if model.time_dependent else [SIGMA_MIN]
     held_out = HeldOutBCE(val_ref, val_bias, sigmas, generator, device) if select != "last" else None
+    if held_out is not None:
+        held_out.fix_base(model)  # the base is fitted above and does not train
     opt, sched, half, labels = _optimiser(model, cfg, device)
     edges = torch.tensor(BAND_EDGES, device=device)
     best, best_val, chosen = [math.inf] * bands, [None] * bands, [cfg.steps] * bands
