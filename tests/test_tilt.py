@@ -132,20 +132,35 @@ def test_the_compiled_twin_shares_the_base_and_computes_the_same_ratio(monkeypat
     assert twin.delta.data_ptr() == model.delta.data_ptr()
 
 
-def test_held_out_bce_with_the_fixed_base_is_the_bce_without_it():
+class LinearLogit(torch.nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.layer = torch.nn.Linear(dim, 1)
+
+    def forward(self, x, c_noise):
+        return self.layer(x)
+
+
+def test_held_out_bce_with_the_fixed_base_is_the_bce_without_it(monkeypatch):
     """HeldOutBCE computes a tilted model's base once on its fixed points (fix_base): the BCE
-    is the one computed from scratch to the bit, and another model is not given that base."""
+    is the one computed from scratch to the bit, the base is not computed again, and another
+    model is not given that base."""
     from tiwbench.ratio import HeldOutBCE
 
     g = torch.Generator().manual_seed(0)
     x_bias, x_ref = torch.randn(300, 3, generator=g), torch.randn(40, 3, generator=g) + 0.5
-    net = torch.nn.Sequential(torch.nn.Linear(3, 1))
-    model = LearnedRatio(lambda x, c: net(x), 1.0, True, data_shape=(3,), limit_base="tilt")
+    net = LinearLogit(3)
+    model = LearnedRatio(net, 1.0, True, data_shape=(3,), limit_base="tilt")
     model.fit_limit(x_ref, x_bias)
-    other = LearnedRatio(lambda x, c: net(x), 1.0, True, data_shape=(3,), limit_base="tilt")
+    other = LearnedRatio(net, 1.0, True, data_shape=(3,), limit_base="tilt")
     other.fit_limit(x_ref + 1.0, x_bias)
     held = HeldOutBCE(x_ref, x_bias, [0.002, 0.5, 80.0], torch.Generator().manual_seed(1), "cpu")
     fresh, fresh_other = held(model), held(other)
     held.fix_base(model)
+
+    def not_again(x, sigma):
+        raise AssertionError("the fixed base was computed again")
+
+    monkeypatch.setattr(model, "tilt_term", not_again)
     assert held(model) == fresh and held(other) == fresh_other
     assert fresh != fresh_other

@@ -165,7 +165,7 @@ class LearnedRatio(DensityRatio):
             if limit_var == "delta":  # (a buffer only here: caches of the first version still load)
                 self.register_buffer("var_delta", torch.tensor(sigma_data**2))
         if self.limit_base == "tilt":  # rebuilt from the data, not cached (`attach_tilt`)
-            for name in ("tilt_points", "tilt_weights", "tilt_half_sq", "tilt_weighted_points"):
+            for name in ("tilt_points", "tilt_weights", "tilt_half_sq", "tilt_stacked"):
                 self.register_buffer(name, torch.zeros(0), persistent=False)
             self.tilt_offset = 0.0
 
@@ -197,7 +197,8 @@ class LearnedRatio(DensityRatio):
         self.tilt_points, self.tilt_half_sq = points, points.pow(2).sum(1) / 2
         # weights relative to the largest, with the ones of the untilted set: one product sums both
         self.tilt_weights = torch.stack([(log_w - log_w.max()).exp(), torch.ones_like(log_w)], 1)
-        self.tilt_weighted_points = self.tilt_weights[:, :1] * points  # for the two posterior means
+        # with the sums of both posterior means: one product gives S_w, S_1 and the gradient's sums
+        self.tilt_stacked = torch.cat([self.tilt_weights, self.tilt_weights[:, :1] * points, points], 1)
         self.tilt_offset = float(log_w.max() - torch.logsumexp(log_w, 0) + math.log(len(points)))
 
     def tilt_term(self, x: Tensor, sigma: Tensor) -> Tensor:
@@ -205,7 +206,7 @@ class LearnedRatio(DensityRatio):
         set itself, exact at every σ for that pair (the posterior of x0 is a softmax over the set).
         Its input gradient comes with the value (`_TiltKernel`), not from autograd's graph."""
         flat = x.flatten(1)
-        buffers = (self.tilt_points, self.tilt_half_sq, self.tilt_weights, self.tilt_weighted_points)
+        buffers = (self.tilt_points, self.tilt_half_sq, self.tilt_weights, self.tilt_stacked)
         value = _TiltKernel.apply(flat, sigma.to(flat.dtype), *(t.to(flat.dtype) for t in buffers))
         return value + self.tilt_offset
 
@@ -254,12 +255,12 @@ class _TiltKernel(torch.autograd.Function):
     """The tilted base's value log S_w − log S_1, with S_w = Σ_j w_j·k_j, S_1 = Σ_j k_j and the
     Gaussian kernel k_j = exp((xᵀx_j − |x_j|²/2)/σ²) (|x|² cancels), and, when x needs one, its
     input gradient in the same pass: (E_tilted[x0 | x] − E[x0 | x])/σ², the two posterior means
-    being (k·(w⊙X))/S_w and (k·X)/S_1. One (rows × points) matrix per chunk of rows, worked in
-    place: on this CPU the kernel is bound by allocating and touching that matrix, which autograd's
-    graph did four times over (docs/design.md §4)."""
+    being (k·(w⊙X))/S_w and (k·X)/S_1, all four sums from one product with `stacked` = [w, 1, w⊙X, X].
+    One (rows × points) matrix per chunk of rows, worked in place, and no autograd graph of it
+    (docs/design.md §4)."""
 
     @staticmethod
-    def forward(ctx, x, sigma, points, half_sq, weights, weighted_points):
+    def forward(ctx, x, sigma, points, half_sq, weights, stacked):
         want_grad = ctx.needs_input_grad[0]
         rows = max(1, TILT_CHUNK // max(1, len(points)))
         values, grads = [], []
@@ -269,10 +270,12 @@ class _TiltKernel(torch.autograd.Function):
             # a kernel value below e^-87 of the row's largest counts as 0: exp is ten times slower
             # where its result leaves float32's normal range, and such a term is lost in any sum
             k = k.sub_(k.amax(1, keepdim=True)).clamp_(min=_EXP_FLOOR).exp_().sub_(math.exp(_EXP_FLOOR))
-            sums = k @ weights  # (rows, 2): S_w, S_1 (relative to the row's largest kernel value)
+            # S_w, S_1 (relative to the row's largest kernel value) and, for the gradient, k·(w⊙X), k·X
+            sums = k @ (stacked if want_grad else weights)
             values.append(sums[:, 0].log() - sums[:, 1].log())
             if want_grad:
-                grads.append((k @ weighted_points / sums[:, :1] - k @ points / sums[:, 1:]) / s2)
+                tilted, plain = sums[:, 2:].chunk(2, dim=1)
+                grads.append((tilted / sums[:, :1] - plain / sums[:, 1:2]) / s2)
         if want_grad:
             ctx.save_for_backward(torch.cat(grads))
         return torch.cat(values)
