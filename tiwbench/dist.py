@@ -3,6 +3,7 @@ and each rank takes its slice, so N processes reproduce the one-process run up t
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -34,7 +35,17 @@ def init_from_env(device: torch.device) -> torch.device:
     # NCCL for CUDA tensors (gradients, samples); gloo for the small CPU-side agreements (stop
     # requests, barriers), which NCCL cannot carry and which must not wait for the GPU
     dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
+    # leave the group while the interpreter is whole: a process exiting with it alive can abort
+    # in gloo's threads ("terminate called without an active exception", seen on rank 1, which
+    # leaves while rank 0 still evaluates)
+    atexit.register(leave)
     return device
+
+
+def leave() -> None:
+    """Destroy the process group, if there is one (idempotent)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def local_slice(n: int) -> slice:
