@@ -326,3 +326,21 @@ def test_our_frechet_distance_is_clean_fids_formula():
     for b in (torch.randn(400, 6, generator=g).double() * 1.3 + 0.2, torch.randn(4, 6, generator=g).double()):
         assert frechet_distance(a, b) == pytest.approx(clean_fid_fd(*_gaussian(a), *_gaussian(b)), rel=1e-9)
     assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+
+
+def test_frechet_distance_of_commuting_singular_covariances_is_the_closed_form():
+    """Covariances diagonal in one rotated basis, half their variances 0 (fewer samples than
+    features): the distance is ‖μ₁ − μ₂‖² + Σ(√aᵢ − √bᵢ)² (up to the square roots of the zero
+    eigenvalues' float noise, about 1e-8 each)."""
+    from tiwbench.evaluate import gaussian_frechet
+
+    rng = np.random.default_rng(0)
+    d = 300
+    a, b = rng.uniform(0, 2, d), rng.uniform(0, 2, d)
+    a[: d // 2] = 0
+    b[d // 4: 3 * d // 4] = 0
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    exact = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    got = gaussian_frechet(mu1, (q * a) @ q.T, mu2, (q * b) @ q.T)
+    assert got == pytest.approx(exact, rel=1e-7)

