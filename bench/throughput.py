@@ -7,7 +7,8 @@
 
 With compilation on (the default on GPUs) the score and ratio networks are compiled as in
 `tiwbench run`; `--sampler-graphs` also times the sampler compiled with mode="reduce-overhead"
-(CUDA graphs), the measurement that decides whether runs should sample that way.
+(CUDA graphs), the measurement that decides whether runs should sample that way. The backend is
+tiwbench's (`TIWBENCH_COMPILE_BACKEND`, default inductor; CUDA graphs are inductor's always).
 
 Steps are tiwbench's own TrainStep (DSM = dsm_obs, TIW-DSM = tiw_dsm with a frozen σ-conditioned
 discriminator) and its Heun sampler (18 steps = 35 network evaluations), on random data.
@@ -20,6 +21,7 @@ import time
 
 import torch
 
+from tiwbench.compiling import compile_backend, compile_module
 from tiwbench.diffusion import Denoiser, heun_sample, sample_training_sigma
 from tiwbench.methods.dsm_obs import DSMObs
 from tiwbench.methods.tiw_dsm import TIWDSM
@@ -74,6 +76,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     compile = device.type == "cuda" if args.compile is None else args.compile
+    backend = compile_backend() if compile else False  # an unknown one fails before any work
     b, shape = args.batch, (3, args.res, args.res)
     g = torch.Generator().manual_seed(0)
     x0 = (torch.rand((b, *shape), generator=g) * 2 - 1).to(device)
@@ -96,7 +99,7 @@ def main() -> None:
                                        device)
             rows.append((precision, f"{method.name} step", b / times[method.name], peak_gib(device)))
         ema = step.ema.eval()
-        samplers = {f"heun {args.sample_steps} steps": torch.compile(ema) if compile else ema}
+        samplers = {f"heun {args.sample_steps} steps": compile_module(ema) if compile else ema}
         if args.sampler_graphs:
             samplers[f"heun {args.sample_steps} steps, CUDA graphs"] = torch.compile(ema, mode="reduce-overhead")
         for what, net in samplers.items():
@@ -109,7 +112,7 @@ def main() -> None:
             rows.append((precision, what, b / t, peak_gib(device)))
         rows.append((precision, "tiw/dsm step time", times["tiw_dsm"] / times["dsm_obs"], float("nan")))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"# {name}, torch {torch.__version__}, {args.net} {args.res}px, batch {b}, compile={compile}, "
+    print(f"# {name}, torch {torch.__version__}, {args.net} {args.res}px, batch {b}, compile={backend}, "
           f"{'channels-last' if args.channels_last else 'contiguous'}")
     print("| precision | what | img/s (or ratio) | peak GiB |\n|---|---|---|---|")
     for p, what, v, mem in rows:

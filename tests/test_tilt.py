@@ -121,7 +121,7 @@ def test_the_base_option_names_new_runs_only():
 @pytest.mark.parametrize("base", ["tilt", "linear"])
 def test_the_compiled_twin_shares_the_base_and_computes_the_same_ratio(monkeypatch, base):
     """`compiled()` (GPU runs) wraps the network only; the base's buffers are shared, not rebuilt."""
-    monkeypatch.setattr(torch, "compile", lambda net: net)  # the twin's arithmetic, without a compiler
+    monkeypatch.setattr(torch, "compile", lambda net, **options: net)  # the twin's arithmetic, without a compiler
     g = torch.Generator().manual_seed(0)
     x_bias, x_ref = torch.randn(300, 3, generator=g), torch.randn(40, 3, generator=g) + 0.5
     model = LearnedRatio(ZeroLogit(), 1.0, True, data_shape=(3,), limit_base=base)

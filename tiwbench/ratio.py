@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bands import BAND_EDGES, N_BANDS, SIGMA_PROPOSALS, VAL_SIGMAS, band_label
+from .compiling import compile_module
 from .diffusion import (
     SIGMA_MAX,
     SIGMA_MIN,
@@ -241,7 +242,7 @@ class LearnedRatio(DensityRatio):
     def compiled(self) -> LearnedRatio:
         # autograd.grad in log_r_and_grad breaks a graph around it; the network's forward and
         # its input backward are what compile, so the network alone is wrapped
-        twin = LearnedRatio(torch.compile(self.net), self.precond.sigma_data, self.time_dependent,
+        twin = LearnedRatio(compile_module(self.net), self.precond.sigma_data, self.time_dependent,
                             data_shape=tuple(self.delta.shape) if self.has_limit else None,
                             sigma_floor=self.sigma_floor, limit_var=self.limit_var, limit_base=self.limit_base)
         for name, buffer in self.named_buffers(recurse=False):  # shared, not copied

@@ -11,6 +11,7 @@ import torch
 
 from . import __version__, dist, evaluate, registry
 from .checkpoint import write_json, write_text
+from .compiling import compile_backend, compile_module
 from .config import RunConfig
 from .console import is_main_process, progress_bar, say
 from .errors import TiwbenchError
@@ -98,6 +99,8 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     dev = dist.init_from_env(resolve_device(device))
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.precision == "tf32"
     compile = dev.type == "cuda" if compile is None else compile
+    if compile:
+        compile_backend()  # an unknown TIWBENCH_COMPILE_BACKEND fails before any work
     method = registry.get_method(cfg.method)
     recipe = registry.get_dataset(cfg.dataset, **dict(cfg.dataset_options))
     data = recipe.build(cfg.ref, cfg.seed, data_root, cache_dir=results / "_cache")
@@ -128,7 +131,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     n_generate = max(cfg.num_samples, cfg.fid_samples)  # FID may score more samples than the rest
     with progress_bar("sampling", n_generate) as update, autocast(dev, cfg.precision):
         ratio = TrainingRatio(ratio_model, pi) if ratio_model is not None else None
-        denoise = guided(torch.compile(ema) if compile else ema, method, ratio, cfg.alpha)
+        denoise = guided(compile_module(ema) if compile else ema, method, ratio, cfg.alpha)
         generated = evaluate.generate(denoise, n_generate, tuple(data.x_bias.shape[1:]), cfg.sample_steps,
                                     seed=stream_seed(cfg.seed, "sampling"), device=dev, on_chunk=update,
                                     chunk=cfg.batch_size if data.is_image else 10_000)

@@ -14,6 +14,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import dist
 from .checkpoint import load_torch, save_torch
+from .compiling import compile_module
 from .diffusion import Batch, Denoiser, sample_training_sigma, to_model_space
 from .errors import Interrupted, TiwbenchError
 from .methods.base import Method
@@ -55,7 +56,7 @@ class TrainStep:
         self.ema = AveragedModel(denoiser, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         self.opt = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr, fused=self.device.type == "cuda")
         model = DistributedDataParallel(denoiser) if dist.world() > 1 else denoiser
-        self.model = torch.compile(model) if compile else model
+        self.model = compile_module(model) if compile else model
         if compile and ratio_model is not None:  # the whole TIW step: score and ratio networks
             ratio_model = ratio_model.compiled()
         self.ratio = TrainingRatio(ratio_model, pi) if ratio_model is not None else None
