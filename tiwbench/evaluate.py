@@ -71,8 +71,8 @@ def corrected_shares(predicted_shares: Tensor, confusion: Tensor) -> Tensor:
 def gaussian_frechet(mu1, cov1, mu2, cov2) -> float:
     """‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½), clean-fid's formula. tr(Σ₁Σ₂)^½ is computed as
     Σ √λᵢ(Σ₁^½ Σ₂ Σ₁^½) (the same eigenvalues, of a symmetric PSD matrix), by two symmetric
-    eigendecompositions: at 2,048 features 5-7 times faster than scipy's sqrtm of Σ₁Σ₂, equally
-    accurate, and without sqrtm's singular-matrix warning when there are fewer samples than
+    eigendecompositions: at 2,048 features about 2 s on this CPU against 12-14 s for scipy's sqrtm
+    of Σ₁Σ₂, as accurate, and without sqrtm's singular-matrix warning when there are fewer samples than
     features. Ours, not clean-fid's function, because clean-fid 0.1.35 passes
     `disp=` to scipy's sqrtm, which the SciPy of our GPU image refuses (2026-11-29)."""
     def psd(c):
