@@ -316,15 +316,27 @@ def test_caches_of_two_data_roots_are_kept_apart(tmp_path):
 
 def test_our_frechet_distance_is_clean_fids_formula():
     """Ours because clean-fid 0.1.35 passes `disp=` to scipy's sqrtm, which the GPU image's SciPy
-    refuses; the numbers must stay clean-fid's (compared where clean-fid still runs)."""
+    refuses; the numbers must stay clean-fid's (compared where clean-fid still runs). With fewer
+    samples than features Σ₁Σ₂ is singular and scipy's sqrtm is accurate to about √eps only
+    (SciPy 1.17.1: 5.5e-9 relative here), so that case is checked against 50-digit arithmetic."""
+    import mpmath
     from cleanfid.fid import frechet_distance as clean_fid_fd
 
     from tiwbench.evaluate import _gaussian, frechet_distance
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(400, 6, generator=g).double()
-    for b in (torch.randn(400, 6, generator=g).double() * 1.3 + 0.2, torch.randn(4, 6, generator=g).double()):
-        assert frechet_distance(a, b) == pytest.approx(clean_fid_fd(*_gaussian(a), *_gaussian(b)), rel=1e-9)
+    full, singular = torch.randn(400, 6, generator=g).double() * 1.3 + 0.2, torch.randn(4, 6, generator=g).double()
+    assert frechet_distance(a, full) == pytest.approx(clean_fid_fd(*_gaussian(a), *_gaussian(full)), rel=1e-9)
+    assert frechet_distance(a, singular) == pytest.approx(clean_fid_fd(*_gaussian(a), *_gaussian(singular)),
+                                                          rel=1e-7)
+    (mu1, cov1), (mu2, cov2) = _gaussian(a), _gaussian(singular)
+    with mpmath.workdps(50):  # tr Σ₁ + tr Σ₂ − 2·Σ√λ(Σ₁^½ Σ₂ Σ₁^½), in 50 digits
+        root = mpmath.sqrtm(mpmath.matrix(cov1.tolist()))
+        eig = mpmath.eig(root * mpmath.matrix(cov2.tolist()) * root, left=False, right=False)
+        exact = float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2)
+                      - 2 * float(sum(mpmath.sqrt(max(mpmath.re(e), 0)) for e in eig)))
+    assert frechet_distance(a, singular) == pytest.approx(exact, rel=1e-12)
     assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
 
 
