@@ -11,8 +11,8 @@ import pytest
 
 def command(results):
     return [sys.executable, "-m", "tiwbench", "run", "--method", "tiw_dsm", "--dataset", "gmm2d",
-            "--ref", "0.05", "--steps", "1500", "--ratio-steps", "100", "--num-samples", "500",
-            "--sample-steps", "8", "--results", str(results)]
+            "--ref", "0.05", "--steps", "1500", "--batch-size", "128", "--ratio-steps", "100",
+            "--num-samples", "500", "--sample-steps", "8", "--results", str(results)]
 
 
 def metrics(results):
