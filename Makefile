@@ -6,11 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint setup clean
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact versions of everything else, so that CI and results do not change
+# with a dependency's new release
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev,plot,slurm,tb]'
+	$(BIN)/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,plot,slurm,tb]'
 	touch $(STAMP)
 
 setup: $(STAMP)
