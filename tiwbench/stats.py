@@ -73,15 +73,16 @@ def paired_to_baseline(per_seed: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 
 def share_floor(target: list[float], n: int) -> float:
-    """Expected bias_l2 of n i.i.d. draws with the target shares: √(Σ t(1 − t) / n)."""
+    """The root mean square of bias_l2 over n i.i.d. draws with the target shares, √(Σ t(1 − t) / n):
+    exact, where the mean bias_l2 has no closed form and is a little lower (Jensen)."""
     return math.sqrt(sum(t * (1 - t) for t in target) / n)
 
 
 def bias_floors(records) -> list[dict]:
     """Per (dataset, ref, D_ref drawn stratified or not): the sampling floor of bias_l2 (N
     generated samples from a perfect model) and the reference-composition floor (a D_ref drawn
-    i.i.d. from p_data: a method that learns D_ref's own composition stays this far off on
-    average; None where D_ref holds exactly the target shares), from the records' sizes and
+    i.i.d. from p_data: a method that learns D_ref's own composition stays this far off, in root
+    mean square; None where D_ref holds exactly the target shares), from the records' sizes and
     target shares. Records without sizes (older runs) are left out."""
     seen = {}
     for r in records:
