@@ -323,3 +323,38 @@ def test_a_ratio_cache_is_keyed_by_the_options_that_differ_from_their_legacy_val
     assert ratio_cache_fields(resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_sigma="edm"))["sigma"] == "edm"
     legacy = ratio_cache_fields(resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_prior=False))
     assert "prior" not in legacy and legacy["steps"] == default["steps"]  # no legacy: always a key
+
+
+def test_an_interrupted_discriminator_fit_resumes_to_the_uninterrupted_one(gmm2d_data, tmp_path, monkeypatch):
+    """SIGINT during training saves the loop's state; the same call again ends exactly where an
+    uninterrupted fit ends (selection, curves, kept networks), checkpoints on the way included."""
+    import os
+    import signal
+
+    import tiwbench.ratio as ratio_module
+    from tiwbench.errors import Interrupted
+
+    monkeypatch.setattr(ratio_module, "RATIO_CHECKPOINT_EVERY", 100)  # one periodic save before the stop
+    data = gmm2d_data
+    cfg = RatioTrainConfig(steps=400, eval_every=50, patience=150)
+
+    def fit(checkpoint=None, stop_at=None):
+        def on_step(step):
+            if step == stop_at:
+                os.kill(os.getpid(), signal.SIGINT)  # the handler only sets the flag the loop checks
+        return train_ratio(small_model(data), data.x_bias, data.x_ref, cfg, torch.Generator().manual_seed(0),
+                           on_step=on_step, checkpoint=checkpoint)
+
+    plain = fit()
+    partial = tmp_path / "fit.partial.pt"
+    with pytest.raises(Interrupted, match=f"after step 130/400; checkpoint saved to {partial}"):
+        fit(partial, stop_at=130)
+    assert torch.load(partial, weights_only=True)["step"] == 130
+    resumed = fit(partial)
+    assert resumed.chosen == plain.chosen and resumed.val_bce == plain.val_bce and resumed.curves == plain.curves
+    assert net_layout(resumed.model.net) == net_layout(plain.model.net)
+    for a, b in zip(resumed.model.state_dict().values(), plain.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.load(partial, weights_only=True)["done"]  # left for the caller, which deletes it
+    again = fit(partial)  # a finished loop is not trained again (an interrupted refit's case)
+    assert again.chosen == plain.chosen and again.curves == plain.curves

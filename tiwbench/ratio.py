@@ -10,13 +10,15 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bands import BAND_EDGES, N_BANDS, SIGMA_PROPOSALS, VAL_SIGMAS, band_label
+from .checkpoint import load_torch, save_torch
 from .compiling import compile_module
 from .diffusion import (
     SIGMA_MAX,
@@ -448,8 +450,12 @@ class HeldOutBCE:
         return out
 
 
+RATIO_CHECKPOINT_EVERY = 1000  # steps between the discriminator's checkpoints (and on SIGINT/SIGTERM)
+
+
 def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainConfig,
-                generator: torch.Generator, on_step: Callable[[int], None] = lambda step: None) -> RatioFit:
+                generator: torch.Generator, on_step: Callable[[int], None] = lambda step: None,
+                checkpoint: Path | None = None) -> RatioFit:
     """Train `model` so that its logit estimates log w_σ; σ is log-uniform over [floor, σ_max].
 
     Each class contributes half of every batch, so the Bayes-optimal logit is log p_ref,σ / p_bias,σ.
@@ -460,6 +466,12 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     term alone, or w ≡ 1 — which a band keeps where every trained state is worse on held-out data
     (a few reference images are memorised within 50 steps). The returned model is frozen, in eval
     mode; a time-independent one has a single band (σ_min).
+
+    With `checkpoint`, the training loop's whole state (network, optimiser, schedule, random stream,
+    selection so far) is saved there every RATIO_CHECKPOINT_EVERY steps, when it ends and on
+    SIGINT/SIGTERM, and a call that finds it resumes from it: an interrupted fit ends as an
+    uninterrupted one would, bit for bit. The caller deletes it once the model is kept. A refit is
+    not checkpointed: interrupted, it starts again from the end of the selection loop.
     """
     device = next(model.parameters()).device
     select = cfg.select if cfg.holdout > 0 else "last"
@@ -508,21 +520,53 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     if held_out is not None and cfg.prior:
         evaluate(0)
         prior_is_zero = _outputs_zero(model, held_out)
+
+    def save(done: bool) -> None:
+        """The loop's state after `step` steps (everything above is recomputed the same way)."""
+        unique = list({id(s): s for s in best_states if s is not None}.values())  # shared states once
+        index = {id(s): i for i, s in enumerate(unique)}
+        save_torch(checkpoint, {
+            "config": asdict(cfg), "step": step, "done": done, "net": model.net.state_dict(),
+            "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": generator.get_state(),
+            "best": best, "best_val": best_val, "chosen": chosen, "last_gain": last_gain, "curves": curves,
+            "states": unique, "state_of_band": [None if s is None else index[id(s)] for s in best_states],
+            "train_sum": train_sum, "train_n": train_n})
+
+    done = False
+    if checkpoint is not None and checkpoint.exists():
+        saved = load_torch(checkpoint, expect=asdict(cfg))
+        model.net.load_state_dict(saved["net"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        generator.set_state(saved["rng"])
+        for name, kept in (("best", best), ("best_val", best_val), ("chosen", chosen), ("curves", curves)):
+            kept[:] = saved[name]  # in place: `evaluate` holds these lists
+        best_states[:] = [None if i is None else saved["states"][i] for i in saved["state_of_band"]]
+        train_sum.copy_(saved["train_sum"]), train_n.copy_(saved["train_n"])
+        step, last_gain, done = saved["step"], saved["last_gain"], saved["done"]
+    first = cfg.steps + 1 if done else step + 1
     with stop_requests() as stop:
-        for step in range(1, cfg.steps + 1):
+        for step in range(first, cfg.steps + 1):  # none left: `step` keeps the saved count
             if stop:
-                raise Interrupted(f"interrupted during ratio training at step {step}/{cfg.steps} "
-                                  "(ratio models are not checkpointed); run the same command again")
+                step -= 1  # the steps done
+                if checkpoint is not None:
+                    save(done=False)
+                raise Interrupted(f"interrupted during ratio training after step {step}/{cfg.steps}"
+                                  + (f"; checkpoint saved to {checkpoint}" if checkpoint is not None else "")
+                                  + "; run the same command again")
             sigma, bce = _ratio_step(model, opt, sched, x_bias, x_ref, half, labels, generator, device, cfg.sigma)
             band = torch.bucketize(sigma, edges)
             train_sum.index_add_(0, band, bce)
             train_n.index_add_(0, band, torch.ones_like(bce))
             on_step(step)
-            if held_out is None or (step % cfg.eval_every and step != cfg.steps):
-                continue
-            evaluate(step)
-            if step - last_gain >= cfg.patience:
-                break
+            if held_out is not None and not (step % cfg.eval_every and step != cfg.steps):
+                evaluate(step)
+                if step - last_gain >= cfg.patience:
+                    break
+            if checkpoint is not None and step % RATIO_CHECKPOINT_EVERY == 0:
+                save(done=False)
+    if checkpoint is not None and not done:
+        save(done=True)  # an interrupted refit starts from here
     if select == "last":
         chosen = [step] * bands
     else:

@@ -57,12 +57,14 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
         # another sweep on this folder may be training the same model: wait for it, then reuse
         with run_lock(path.parent, path.name + ".lock", wait=True):
             if not path.exists():
+                partial = path.with_name(path.stem + ".partial.pt")  # an interrupted fit resumes from it
                 with progress_bar(f"ratio ({kind})", cfg.ratio_steps) as update:
                     fit = train_ratio(model, data.x_bias, data.x_ref, train_cfg,
-                                      generator(cfg.seed, "ratio_batches"), on_step=update)
+                                      generator(cfg.seed, "ratio_batches"), on_step=update, checkpoint=partial)
                 model, summary = fit.model, fit.summary()
                 save_torch(path, {"model": model.state_dict(), "config": key, "fit": summary,
                                   "layout": net_layout(model.net)})
+                partial.unlink(missing_ok=True)
     dist.barrier()
     if summary is None:
         try:
