@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from tiwbench.cli import app
 from tiwbench.record import Record
-from tiwbench.results import floor_notes
+from tiwbench.results import table_notes
 from tiwbench.stats import bias_floors, share_floor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def test_floors_come_from_the_records_sizes_and_older_records_have_none():
     assert set(floors) == {0.05, 0.1}
     assert floors[0.05]["composition"] == pytest.approx(0.0612, abs=1e-4)
     assert floors[0.05]["sampling"] == pytest.approx(0.00866, abs=1e-5)
-    note = floor_notes(records)[("gmm_hd", "bias_l2")]
+    note = table_notes(records)[("gmm_hd", "bias_l2")]
     assert "ref 0.05: sampling 0.00866 (N = 10,000), reference composition 0.0612 (|D_ref| = 200)" in note
 
 
@@ -52,7 +52,7 @@ def test_a_stratified_reference_set_has_no_composition_floor_and_iid_says_so():
     records = [record(0.05, {**base, "ref_stratified": 1}), record(0.05, {**base, "ref_stratified": 0})]
     floors = {f["stratified"]: f for f in bias_floors(records)}
     assert floors[True]["composition"] is None and floors[False]["composition"] == pytest.approx(0.0612, abs=1e-4)
-    note = floor_notes(records)[("gmm_hd", "bias_l2")]
+    note = table_notes(records)[("gmm_hd", "bias_l2")]
     assert "reference composition none (stratified |D_ref| = 200)" in note
     assert "reference composition 0.0612 (i.i.d. |D_ref| = 200)" in note
 
@@ -108,3 +108,15 @@ def test_committed_tables_rebuild_from_the_committed_records(folder):
 def test_every_committed_table_has_its_records():
     tables = sorted(p.parent.name for p in (ROOT / "results").glob("*/table.csv"))
     assert tables and tables == [p.name for p in COMMITTED]
+
+
+def test_the_held_out_bce_table_says_where_chance_is_and_ratio_free_datasets_get_no_note():
+    with_ratio = Record.from_dict({"config": {"method": "tiw_dsm", "dataset": "gmm2d", "ref": 0.05, "seed": 0},
+                                   "metrics": {"bias_l2": 0.1, "ratio_val_bce": 0.71}, "ratio_source": "trained",
+                                   "ratio_kind": "time_dependent", "shares": [0.25] * 4,
+                                   "target_shares": [0.25] * 4, "feature_space": "data"})
+    notes = table_notes([with_ratio, record(0.05, {})])
+    assert "log 2 = 0.693" in notes[("gmm2d", "ratio_val_bce")]
+    assert ("gmm_hd", "ratio_val_bce") not in notes
+    out = CliRunner().invoke(app, ["table", "--results", str(ROOT / "results" / "digits_lt" / "runs")])
+    assert out.exit_code == 0 and "worse than no ratio at all" in out.output

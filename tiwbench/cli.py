@@ -150,7 +150,7 @@ def table(
 ):
     """Aggregate finished runs over seeds: mean ± std (n), best per column in bold."""
     from .record import load_records
-    from .results import floor_notes, long_table, ratio_error_markdown, ratio_error_table, render
+    from .results import long_table, ratio_error_markdown, ratio_error_table, render, table_notes
 
     if format not in ("md", "latex", "csv") or (ratio_error and format == "latex"):
         fail(f"--format must be md, latex or csv (md or csv with --ratio-error), got {format!r}")
@@ -159,7 +159,7 @@ def table(
         df = ratio_error_table(records, dataset)
         text = ratio_error_markdown(df) if format == "md" else df.to_csv(index=False, float_format="%.6g")
     else:
-        text = render(long_table(records, dataset, baseline), format, floor_notes(records, dataset))
+        text = render(long_table(records, dataset, baseline), format, table_notes(records, dataset))
     typer.echo(text, nl=False)
 
 

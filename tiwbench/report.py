@@ -18,7 +18,6 @@ from .results import (
     CELLS_NOTE,
     RATIO_ERRORS,
     delta_heading,
-    floor_notes,
     long_table,
     metric_heading,
     of_dataset,
@@ -29,6 +28,7 @@ from .results import (
     ref_heading,
     render,
     reproduce_commands,
+    table_notes,
     wide_tables,
 )
 
@@ -68,7 +68,7 @@ def render_report(records: list[Record], long: pd.DataFrame, ratio: pd.DataFrame
              f"<p>{len(runs)} finished runs. Reproduce the runs, then this page:</p>",
              f"<pre>{html.escape(chr(10).join(commands))}</pre>",
              f"<p>{html.escape(CELLS_NOTE)}</p>"]
-    notes = floor_notes(records, dataset)
+    notes = table_notes(records, dataset)
     for _, metric, cells, best, delta in wide_tables(long[long.dataset == dataset]):
         parts += [f"<h2>{html.escape(metric_heading(metric))}</h2>", _table_html(cells, best)]
         if (dataset, metric) in notes:
@@ -153,7 +153,7 @@ def write_report(results: Path, dataset: str, out: Path, records_out: bool = Tru
     listed = "\n".join(f"    {c}" for c in sweeps)
     md = (f"# {dataset}\n\nMade by `{report}` from the runs of\n\n"
           f"{listed}\n\n{CELLS_NOTE}\n\n"
-          f"{feature_space_note(records, dataset)}\n\n" + render(long, "md", floor_notes(records, dataset)))
+          f"{feature_space_note(records, dataset)}\n\n" + render(long, "md", table_notes(records, dataset)))
     try:
         ratio = ratio_error_table(records, dataset)
         md += "\n" + ratio_error_markdown(ratio)

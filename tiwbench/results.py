@@ -157,8 +157,15 @@ def _md_table(cells: pd.DataFrame, best: pd.DataFrame | None = None) -> list[str
     return lines
 
 
-def floor_notes(records: list[Record], dataset: str | None = None) -> dict[tuple[str, str], str]:
-    """The bias_l2 floors of each dataset (stats.bias_floors) as a note under its table."""
+CHANCE_BCE_NOTE = (
+    "Chance: a ratio model that says nothing (log w ≡ 0) scores log 2 = 0.693 on the class-balanced held-out "
+    "data; a mean above it means the kept discriminator is worse than no ratio at all there (the records give "
+    "each σ band's value, `ratio_fit.val_bce`).")
+
+
+def table_notes(records: list[Record], dataset: str | None = None) -> dict[tuple[str, str], str]:
+    """What a reader needs under some tables: the bias_l2 floors of each dataset (stats.bias_floors)
+    and the chance level of the discriminator's held-out BCE."""
     notes: dict[tuple[str, str], list[str]] = {}
     floors = bias_floors(of_dataset(records, dataset))
     for f in sorted(floors, key=lambda f: (f["dataset"], f["ref"], str(f["stratified"]))):
@@ -167,13 +174,16 @@ def floor_notes(records: list[Record], dataset: str | None = None) -> dict[tuple
             + ("none (stratified " if f["composition"] is None else f"{f['composition']:.3g} ("
                + ("i.i.d. " if f["stratified"] is False else ""))
             + f"|D_ref| = {f['n_ref']:,})")
-    return {key: ("Floors of bias_l2, as root mean squares (the mean is a little lower: 0.92 of it for "
-                  "four equal shares) — sampling: √(Σ t(1−t)/N), what N samples of a perfect model "
-                  "score; reference composition: √(Σ t(1−t)/|D_ref|), what a method that "
-                  "reproduces an i.i.d.-drawn D_ref's own composition scores (none where "
-                  "D_ref is drawn with exactly the target shares: digits_lt, the real datasets, "
-                  "`--dataset-option ref_sampling=stratified` on gmm2d and gmm_hd). " + "; ".join(lines) + ".")
-            for key, lines in notes.items()}
+    out = {key: ("Floors of bias_l2, as root mean squares (the mean is a little lower: 0.92 of it for "
+                 "four equal shares) — sampling: √(Σ t(1−t)/N), what N samples of a perfect model "
+                 "score; reference composition: √(Σ t(1−t)/|D_ref|), what a method that "
+                 "reproduces an i.i.d.-drawn D_ref's own composition scores (none where "
+                 "D_ref is drawn with exactly the target shares: digits_lt, the real datasets, "
+                 "`--dataset-option ref_sampling=stratified` on gmm2d and gmm_hd). " + "; ".join(lines) + ".")
+           for key, lines in notes.items()}
+    for name in sorted({r.config.dataset for r in of_dataset(records, dataset) if "ratio_val_bce" in r.metrics}):
+        out[(name, "ratio_val_bce")] = CHANCE_BCE_NOTE
+    return out
 
 
 def to_markdown(long: pd.DataFrame, notes: dict[tuple[str, str], str] | None = None) -> str:
