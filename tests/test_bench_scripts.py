@@ -32,3 +32,12 @@ def test_throughput_script_compiles_in_channels_last():
                          check=True, capture_output=True, text=True,
                          env={**os.environ, "TIWBENCH_COMPILE_BACKEND": backend}).stdout
     assert f"compile={backend}, channels-last" in out and "| bf16 | tiw_dsm step |" in out
+
+
+def test_tilt_composition_script_weighs_the_split_and_sums_to_one():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "tilt_composition.py"), "--dataset", "gmm2d",
+                          "--seeds", "0"], check=True, capture_output=True, text=True).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| 0 |"))
+    plain, tilted = ([float(v) for v in cell.split(" / ")] for cell in row.split("|")[2:4])
+    assert abs(sum(plain) - 1) < 2e-3 and abs(sum(tilted) - 1) < 2e-3
+    assert plain[0] > 0.6 and tilted[3] > tilted[1]  # D_bias's majority; the tilt's corner opposite it
