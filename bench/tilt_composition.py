@@ -13,6 +13,7 @@ import argparse
 import torch
 
 from tiwbench import registry
+from tiwbench.evaluate import share_metrics
 from tiwbench.ratio import LearnedRatio, RatioTrainConfig, ratio_splits
 from tiwbench.streams import generator
 
@@ -38,7 +39,7 @@ def main() -> None:
         tilted = torch.zeros(k, dtype=torch.double).index_add_(0, groups, w / w.sum())
         plain = torch.bincount(groups, minlength=k).double() / len(w)
         fmt = lambda t: " / ".join(f"{float(v):.3f}" for v in t)  # noqa: E731
-        off = float((tilted - data.target_shares.double()).norm())
+        off = share_metrics(tilted, data.target_shares)["bias_l2"]  # as a run's shares are scored
         print(f"| {seed} | {fmt(plain)} | {fmt(tilted)} | {off:.3f} |")
 
 

@@ -62,7 +62,7 @@ def test_shapes32_subgroup_shares_and_classifier_accuracy():
     assert torch.allclose(shares, torch.tensor(BIAS_SHARES, dtype=torch.double), atol=0.01)
     assert x.shape == (20_000, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
     # Adam at a constant learning rate: the shipped 1,500 steps continue this 750-step run's
-    # trajectory, which must already be accurate (a 2x margin; the full run cost 100-140 s here)
+    # trajectory, which must already be accurate (a 2x margin; the full run cost 104-168 s here)
     xc, yc = recipe.classifier_data(None)
     clf = train_classifier(xc, yc, 4, recipe.classifier_steps // 2)
     xe, ye = recipe.sample(4000, (0.25,) * 4, torch.Generator().manual_seed(99))  # held out

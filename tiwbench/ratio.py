@@ -450,7 +450,9 @@ class HeldOutBCE:
         return out
 
 
-RATIO_CHECKPOINT_EVERY = 1000  # steps between the discriminator's checkpoints (and on SIGINT/SIGTERM)
+# steps between the discriminator's checkpoints (and on SIGINT/SIGTERM), as TrainConfig.checkpoint_every;
+# not a RatioTrainConfig field, every one of which keys the cached model (config.ratio_cache_fields)
+RATIO_CHECKPOINT_EVERY = 1000
 
 
 def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainConfig,
