@@ -20,5 +20,7 @@ for D in gmm_hd gmm2d digits_lt; do
   $T sweep --dataset $D --methods iw_dsm,tiw_dsm --refs $REFS --seeds $SEEDS --ratio-backbone score
   # the time-dependent discriminator on the linear large-σ term alone (the default until the tilt)
   $T sweep --dataset $D --methods tiw_dsm --refs $REFS --seeds $SEEDS --ratio-limit-base linear
+  # the tilt weighted by the linear term's clean value always (the default until held-out selection)
+  $T sweep --dataset $D --methods tiw_dsm --refs $REFS --seeds $SEEDS --ratio-tilt-weights linear
   rm -rf results/$D && $T report --dataset $D --summary bench/summaries/$D.md
 done

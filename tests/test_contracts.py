@@ -124,8 +124,9 @@ def example_value(f):
     special = {"ratio": "trained", "precision": "bf16", "net": "mlp", "dataset_options": (("dim", "8"),),
                "ema_decay": 0.99, "ratio_batch_size": 64, "sample_steps": 12, "ratio_select": "global",
                "ratio_holdout": 0.3, "ratio_limit_var": "sigma_data", "ratio_backbone": "score",
-               "ratio_sigma": "edm", "ratio_limit_base": "linear",
-                   "fid_ref": "eval"}  # gmm_hd has no training set for --fid-ref train
+               "ratio_sigma": "edm", "ratio_tilt_weights": "classifier",
+               "ratio_limit": True, "ratio_limit_base": "tilt",  # the defaults, which the tilt's weights need
+               "fid_ref": "eval"}  # gmm_hd has no training set for --fid-ref train
     if f.name in special:
         return special[f.name]
     kind = field_type(f)
@@ -141,7 +142,8 @@ def test_every_run_option_round_trips_through_the_command_line(ratio):
         values |= {"ratio": "oracle"} | {name: neutral(FIELDS[name]) for name in RATIO_FIELDS}
     cfg = RunConfig(method="tiw_dsm", dataset="gmm_hd", ref=0.25, seed=3, alpha=0.5, **values)
     flags = cli_flags({f.name: getattr(cfg, f.name) for f in CLI_FIELDS}, {})
-    unused = 1 + (len(RATIO_FIELDS) if ratio == "oracle" else 1)  # --fid-ref eval; --ratio trained
+    # --fid-ref eval; --ratio trained, --ratio-limit, --ratio-limit-base tilt (defaults), or no ratio fields
+    unused = 1 + (len(RATIO_FIELDS) if ratio == "oracle" else 3)
     assert len(flags) >= len(CLI_FIELDS) - unused  # every field that differs from its default
     args = ["run", "--method", "tiw_dsm", "--dataset", "gmm_hd", "--ref", "0.25", "--seed", "3",
             "--alpha", "0.5", *" ".join(flags).split(), "--dry-run"]

@@ -120,3 +120,22 @@ def test_the_held_out_bce_table_says_where_chance_is_and_ratio_free_datasets_get
     assert ("gmm_hd", "ratio_val_bce") not in notes
     out = CliRunner().invoke(app, ["table", "--results", str(ROOT / "results" / "digits_lt" / "runs")])
     assert out.exit_code == 0 and "worse than no ratio at all" in out.output
+
+
+def test_the_held_out_bce_table_names_the_tilt_weights_selection_chose_per_row_and_seed():
+    def run(seed, tilt, **config):
+        return Record.from_dict({"config": {"method": "tiw_dsm", "dataset": "gmm2d", "ref": 0.05, "seed": seed,
+                                            "ratio_limit": True, "ratio_limit_base": "tilt", **config},
+                                 "metrics": {"bias_l2": 0.1, "ratio_val_bce": 0.6}, "ratio_source": "trained",
+                                 "ratio_kind": "time_dependent", "shares": [0.25] * 4, "target_shares": [0.25] * 4,
+                                 "feature_space": "data", "ratio_fit": {"tilt": tilt} if tilt else None})
+
+    def chose(name):
+        return {"weights": name, "clean_val_bce": {"linear": 0.61, "classifier": 0.59}}
+
+    records = [run(1, chose("linear"), ratio_tilt_weights="select"), run(0, chose("classifier"),
+               ratio_tilt_weights="select"), run(0, None, ratio_tilt_weights="linear")]  # nothing chosen
+    note = table_notes(records)[("gmm2d", "ratio_val_bce")]
+    assert note.endswith("`--ratio-tilt-weights select`): tiw_dsm [ratio_tilt_weights=select], ref 0.05: "
+                         "classifier (s0), linear (s1).")
+    assert "--ratio-tilt-weights" not in table_notes(records[2:])[("gmm2d", "ratio_val_bce")]

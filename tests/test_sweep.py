@@ -42,7 +42,10 @@ def test_sweep_runs_everything_once_and_shares_ratio_models(tmp_path):
     assert out.exit_code == 0, out.output
     assert "6 runs, 6 run now, 0 already finished, 0 failed" in out.output
     assert len(list(tmp_path.glob("*/metrics.json"))) == 6
-    assert len(list((tmp_path / "_ratios").glob("*.pt"))) == 2  # one per seed, shared by two methods
+    # per seed one time-dependent model, shared by two methods, and the classifier its tilt's
+    # weights were chosen against (--ratio-tilt-weights select)
+    assert len(list((tmp_path / "_ratios").glob("*time_dependent*.pt"))) == 2
+    assert len(list((tmp_path / "_ratios").glob("*time_independent*.pt"))) == 2
     out = sweep(tmp_path, "dsm_obs,tiw_dsm,tiw_nocorr")
     assert "6 runs, 0 run now, 6 already finished" in out.output
 

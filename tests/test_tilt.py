@@ -118,6 +118,26 @@ def test_the_base_option_names_new_runs_only():
                                                "time_dependent", "obs")
 
 
+def test_the_tilt_weights_option_names_tilted_runs_only():
+    """Records from before it read as the linear weights; it splits tilted time-dependent runs
+    only; select without held-out data is refused before any work."""
+    from tiwbench.config import RunConfig, resolve_config
+    from tiwbench.errors import TiwbenchError
+
+    old = RunConfig.from_dict({"method": "tiw_dsm", "dataset": "gmm2d", "ref": 0.05})
+    assert old.ratio_tilt_weights == "linear"
+    default = resolve_config("tiw_dsm", "gmm2d", 0.05)
+    assert default.run_id != resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_tilt_weights="linear").run_id
+    for method, options in (("iw_dsm", {}), ("tiw_dsm", {"ratio_limit_base": "linear"}),
+                            ("tiw_dsm", {"ratio": "oracle"})):
+        assert (resolve_config(method, "gmm2d", 0.05, **options).run_id
+                == resolve_config(method, "gmm2d", 0.05, ratio_tilt_weights="classifier", **options).run_id)
+    with pytest.raises(TiwbenchError, match="--ratio-tilt-weights select chooses on held-out data"):
+        resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_holdout=0.0)
+    assert resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_holdout=0.0, ratio_tilt_weights="linear")
+    assert resolve_config("iw_dsm", "gmm2d", 0.05, ratio_holdout=0.0)  # no tilt, nothing to select
+
+
 @pytest.mark.parametrize("base", ["tilt", "linear"])
 def test_the_compiled_twin_shares_the_base_and_computes_the_same_ratio(monkeypatch, base):
     """`compiled()` (GPU runs) wraps the network only; the base's buffers are shared, not rebuilt."""
@@ -164,3 +184,99 @@ def test_held_out_bce_with_the_fixed_base_is_the_bce_without_it(monkeypatch):
     monkeypatch.setattr(model, "tilt_term", not_again)
     assert held(model) == fresh and held(other) == fresh_other
     assert fresh != fresh_other
+
+
+def test_with_the_exact_clean_weights_the_tilted_base_is_the_exact_noised_ratio():
+    """E_bias[w_0(x0) | x_σ] = p_data,σ / p_bias,σ at every σ: with the exact clean ratio as its
+    weights (what a perfect classifier would give) the tilted base alone is the exact log w_σ of
+    gmm2d up to the base set's sampling error, where the linear term's weights are far off below
+    σ ≈ 3; and held-out clean BCE (`choose_tilt_weights`) prefers the exact weights."""
+    from tiwbench import registry
+    from tiwbench.ratio import choose_tilt_weights, classifier_log_w, ratio_splits
+    from tiwbench.streams import generator
+
+    data = registry.get_dataset("gmm2d").build(0.05, 0)
+    exact = data.exact_ratio(True)
+    x_ref, val_ref, x_bias, val_bias = ratio_splits(data.x_ref, data.x_bias, 0.2, generator(0, "ratio_batches"))
+    g = torch.Generator().manual_seed(0)
+    errors = {}
+    for name, clean in (("linear", None), ("exact", classifier_log_w(data.exact_ratio(False)))):
+        model = LearnedRatio(ZeroLogit(), data.sigma_data, True, data_shape=(2,), limit_base="tilt")
+        model.fit_limit(x_ref, x_bias, clean)
+        for s in (0.1, 1.0, 10.0):
+            x, sigma = data.x_eval[:2000] + s * torch.randn(2000, 2, generator=g), torch.full((2000,), s)
+            errors[name, s] = float((model.log_ratio(x, sigma) - exact.log_ratio(x, sigma)).pow(2).mean().sqrt())
+    for s in (0.1, 1.0, 10.0):
+        assert errors["exact", s] < 0.03, errors
+    assert errors["linear", 0.1] > 0.4 and errors["linear", 1.0] > 0.4, errors
+    candidates = {"linear": None, "exact": classifier_log_w(data.exact_ratio(False)),
+                  "inverted": lambda x: -data.exact_ratio(False).log_ratio(x, torch.full((len(x),), 0.002))}
+    chosen, scores = choose_tilt_weights(model, candidates, x_bias, val_ref, val_bias)
+    assert chosen == "exact" and scores["exact"] < scores["linear"] < math.log(2) < scores["inverted"], scores
+
+
+def test_clean_bce_scores_the_normalised_weights():
+    """The score is the class-balanced BCE of log w_0 minus its log-mean over the base set: a
+    constant added to log w_0 changes nothing, w_0 ≡ 1 scores log 2, and a one-dimensional case
+    matches the formula written out."""
+    from tiwbench.ratio import clean_val_bce
+
+    g = torch.Generator().manual_seed(0)
+    base, bias = torch.randn(50, 1, generator=g), torch.randn(30, 1, generator=g)
+    ref = torch.randn(20, 1, generator=g) + 1
+    log_w = lambda x: 0.7 * x[:, 0]  # noqa: E731
+    score = clean_val_bce(log_w, base, ref, bias)
+    assert clean_val_bce(lambda x: log_w(x) + 5.0, base, ref, bias) == pytest.approx(score, abs=1e-6)
+    assert clean_val_bce(lambda x: torch.zeros(len(x)), base, ref, bias) == pytest.approx(math.log(2))
+    offset = math.log(float(torch.exp(0.7 * base[:, 0]).mean()))
+    logit_ref, logit_bias = 0.7 * ref[:, 0] - offset, 0.7 * bias[:, 0] - offset
+    want = (torch.nn.functional.softplus(-logit_ref).mean() + torch.nn.functional.softplus(logit_bias).mean()) / 2
+    assert score == pytest.approx(float(want), rel=1e-6)
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_classifier_weights_are_trained_chosen_recorded_and_cached(tmp_path, refit):
+    """`--ratio-tilt-weights classifier` trains (or reuses) iw_dsm's time-independent model and
+    tilts the base set by its ratio; the cache keeps those weights (a reload does not need the
+    classifier) and the fit records the held-out scores."""
+    from tiwbench import registry
+    from tiwbench.config import classifier_config, resolve_config
+    from tiwbench.ratio import classifier_log_w
+    from tiwbench.ratio_cache import ratio_model_for, tilt_base
+
+    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_steps=60, ratio_refit=refit,
+                         ratio_tilt_weights="classifier")
+    recipe = registry.get_dataset("gmm2d")
+    data = recipe.build(0.05, 0)
+    cpu = torch.device("cpu")
+    trained, fit = ratio_model_for(cfg, "time_dependent", recipe, data, tmp_path, cpu)
+    assert fit["tilt"]["weights"] == "classifier" and set(fit["tilt"]["clean_val_bce"]) == {"classifier"}
+    (cache,) = (tmp_path / "_ratios").glob("*time_independent*.pt")  # the one iw_dsm uses:
+    iw = resolve_config("iw_dsm", "gmm2d", 0.05, ratio_steps=60, ratio_refit=refit)
+    assert classifier_config(cfg).ratio_config() == iw.ratio_config()
+    classifier, _ = ratio_model_for(iw, "time_independent", recipe, data, tmp_path, cpu)
+    assert list((tmp_path / "_ratios").glob("*time_independent*.pt")) == [cache]
+    points = trained.base_points(tilt_base(cfg, data))
+    assert torch.allclose(trained.tilt_log_w, classifier_log_w(classifier)(points))
+    assert not torch.allclose(trained.tilt_log_w, trained.linear_log_w(points))
+    cache.unlink()
+    cached, _ = ratio_model_for(cfg, "time_dependent", recipe, data, tmp_path, cpu)
+    assert not cache.exists()  # the weights came from the time-dependent model's cache
+    x = data.x_bias[:256] + torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
+    sigma = torch.logspace(-2.7, 1.9, 256)
+    for a, b in zip(log_r_and_grad(trained, x, sigma, 0.5), log_r_and_grad(cached, x, sigma, 0.5)):
+        assert torch.equal(a, b)
+
+
+def test_select_records_both_scores_and_keeps_the_lower(tmp_path):
+    """The default, select: both candidates scored on held-out clean data, the lower kept."""
+    from tiwbench import registry
+    from tiwbench.config import resolve_config
+    from tiwbench.ratio_cache import ratio_model_for
+
+    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_steps=60)
+    assert cfg.ratio_tilt_weights == "select"
+    recipe = registry.get_dataset("gmm2d")
+    _, fit = ratio_model_for(cfg, "time_dependent", recipe, recipe.build(0.05, 0), tmp_path, torch.device("cpu"))
+    scores = fit["tilt"]["clean_val_bce"]
+    assert set(scores) == {"linear", "classifier"} and fit["tilt"]["weights"] == min(scores, key=scores.get)

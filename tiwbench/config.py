@@ -111,6 +111,13 @@ class RunConfig:
                                    "training split tilted by that term's clean-data value: the same limit at "
                                    "large σ, the tilt's per-point weights at small σ).",
                                    check=one_of("linear", "tilt"), ratio_training=True, legacy="linear")
+    ratio_tilt_weights: str = option("select", "The tilted base's clean weights w_0 (with --ratio-limit-base "
+                                     "tilt): linear (the large-σ term's clean value) | classifier (the "
+                                     "time-independent discriminator's ratio, iw_dsm's, trained on the same "
+                                     "split) | select (of the two, the one with the lower clean BCE on the "
+                                     "discriminator's held-out data).",
+                                     check=one_of("linear", "classifier", "select"), ratio_training=True,
+                                     legacy="linear")
     ratio_refit: bool = option(False, "After held-out selection, retrain the discriminator on all of D_ref and "
                                "D_bias for the selected number of steps per σ band.", ratio_training=True)
     ratio_prior: bool = option(True, "Keep the untrained discriminator, its output layer at zero (the large-σ "
@@ -320,8 +327,18 @@ def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfi
         raise TiwbenchError(f"--ratio oracle needs an exact density ratio, which dataset "
                             f"{dataset!r} does not have")
     values["ratio"] = ratio
-    return for_method(RunConfig(method=method, dataset=dataset, **values), method, method_cls.ratio,
-                      method_cls.train_on)
+    cfg = for_method(RunConfig(method=method, dataset=dataset, **values), method, method_cls.ratio,
+                     method_cls.train_on)
+    if cfg.ratio_tilt_weights == "select" and cfg.ratio_holdout == 0:
+        raise TiwbenchError("--ratio-tilt-weights select chooses on held-out data, which --ratio-holdout 0 "
+                            "leaves none of; pass --ratio-tilt-weights linear or classifier")
+    return cfg
+
+
+def classifier_config(cfg: RunConfig) -> RunConfig:
+    """The options of the time-independent discriminator that a tilted base with classifier
+    weights stands on: `cfg` as iw_dsm's, so that both share one cached model."""
+    return for_method(cfg, cfg.method, "time_independent", "obs")
 
 
 def for_method(cfg: RunConfig, method: str, ratio_kind: str | None, train_on: str | None) -> RunConfig:
@@ -345,6 +362,8 @@ def unused_fields(cfg: RunConfig, ratio_kind: str | None, train_on: str | None) 
             unused.append("ratio_sigma")
         if ratio_kind != "time_dependent" or not cfg.ratio_limit:  # no large-σ term to scale
             unused += ["ratio_limit_var", "ratio_limit_base"]
+        if "ratio_limit_base" in unused or cfg.ratio_limit_base != "tilt":  # no tilt to weigh
+            unused.append("ratio_tilt_weights")
     return unused
 
 

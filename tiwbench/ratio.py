@@ -118,6 +118,9 @@ class ExactRatio(DensityRatio):
 
 LIMIT_VARIANCES = ("delta", "sigma_data")
 LIMIT_BASES = ("linear", "tilt")
+# the tilted base's clean weights w_0: the large-σ term's clean value, the time-independent
+# discriminator's ratio, or whichever of the two held-out clean data prefer (`choose_tilt_weights`)
+TILT_WEIGHTS = ("linear", "classifier", "select")
 TILT_CHUNK = 2**22  # entries of the (points × base) kernel matrix computed at once
 _EXP_FLOOR = -87.0  # e^-87 ≈ 1.6e-38: the smallest exponent whose exp stays a normal float32
 TILT_POINTS = 2048  # at most this many D_bias points in the tilted term's base set (its cost per point)
@@ -168,14 +171,15 @@ class LearnedRatio(DensityRatio):
             if limit_var == "delta":  # (a buffer only here: caches of the first version still load)
                 self.register_buffer("var_delta", torch.tensor(sigma_data**2))
         if self.limit_base == "tilt":  # rebuilt from the data, not cached (`attach_tilt`)
-            for name in ("tilt_points", "tilt_weights", "tilt_half_sq", "tilt_stacked"):
+            for name in ("tilt_points", "tilt_log_w", "tilt_weights", "tilt_half_sq", "tilt_stacked"):
                 self.register_buffer(name, torch.zeros(0), persistent=False)
             self.tilt_offset = 0.0
 
     @torch.no_grad()
-    def fit_limit(self, x_ref: Tensor, x_bias: Tensor) -> None:
+    def fit_limit(self, x_ref: Tensor, x_bias: Tensor, clean: CleanLogW | None = None) -> None:
         """δ, m and v from the discriminator's training data (model space): the sample means, and
-        the mean of the two sets' variances of the projection on δ/|δ|."""
+        the mean of the two sets' variances of the projection on δ/|δ|; then the tilted base with
+        the clean weights `clean` (None: the linear term's)."""
         if not self.has_limit:
             return
         x_ref, x_bias = (to_model_space(x).double().flatten(1) for x in (x_ref, x_bias))
@@ -186,17 +190,32 @@ class LearnedRatio(DensityRatio):
         if self.limit_var == "delta" and norm > 0 and len(x_ref) > 1 and len(x_bias) > 1:
             unit = (mean_ref - mean_bias) / norm
             self.var_delta.fill_(float(((x_ref @ unit).var() + (x_bias @ unit).var()) / 2))
-        self.attach_tilt(x_bias)
+        self.attach_tilt(x_bias, clean)
 
     @torch.no_grad()
-    def attach_tilt(self, x_bias: Tensor) -> None:
+    def linear_log_w(self, x: Tensor) -> Tensor:
+        """The large-σ term's clean value δᵀ(x − m)/v at model-space points x: the default tilt."""
+        return (x.flatten(1) - self.centre.flatten()) @ self.delta.flatten() / self.limit_variance()
+
+    def base_points(self, x_bias: Tensor) -> Tensor:
+        """The tilted term's base set: the first TILT_POINTS of D_bias (a split is shuffled), in
+        model space, with this model's dtype and device."""
+        return to_model_space(x_bias[:TILT_POINTS]).to(self.delta)
+
+    @torch.no_grad()
+    def attach_tilt(self, x_bias: Tensor, clean: CleanLogW | None = None, log_w: Tensor | None = None) -> None:
         """The tilted term's base set: D_bias (the discriminator's training split), each point with
-        its tilt exp(δᵀ(x0 − m)/v) normalised to mean 1 over the set. Called by `fit_limit`, and
-        after loading a cached model (the set is data, not part of the cache)."""
+        its clean weight w_0 normalised to mean 1 over the set: `log_w` given (a cache's), else
+        `clean` at the points, else the linear term's exp(δᵀ(x0 − m)/v). Called by `fit_limit`,
+        and after loading a cached model (the set is data; its weights are cached)."""
         if self.limit_base != "tilt":
             return
-        points = to_model_space(x_bias[:TILT_POINTS]).flatten(1).to(self.delta)  # a split is shuffled
-        log_w = (points - self.centre.flatten()) @ self.delta.flatten() / self.limit_variance()
+        points = self.base_points(x_bias)
+        if log_w is None:
+            log_w = (clean or self.linear_log_w)(points)
+        log_w = log_w.to(self.delta).flatten()
+        points = points.flatten(1)
+        self.tilt_log_w = log_w
         self.tilt_points, self.tilt_half_sq = points, points.pow(2).sum(1) / 2
         # weights relative to the largest, with the ones of the untilted set: one product sums both
         self.tilt_weights = torch.stack([(log_w - log_w.max()).exp(), torch.ones_like(log_w)], 1)
@@ -252,6 +271,39 @@ class LearnedRatio(DensityRatio):
         if self.limit_base == "tilt":
             twin.tilt_offset = self.tilt_offset
         return twin.eval()
+
+
+CleanLogW = Callable[[Tensor], Tensor]  # model-space points (B, ...) -> log w_0, (B,)
+
+
+def classifier_log_w(classifier: DensityRatio) -> CleanLogW:
+    """A time-independent ratio model as the tilt's clean weights: its log ratio at σ_min."""
+    def log_w(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return torch.cat([classifier.log_ratio(part, torch.full((len(part),), SIGMA_MIN, device=part.device))
+                              for part in x.split(1024)])
+    return log_w
+
+
+@torch.no_grad()
+def clean_val_bce(log_w: CleanLogW, base: Tensor, val_ref: Tensor, val_bias: Tensor) -> float:
+    """Class-balanced BCE on held-out clean data (model space) of log w_0 normalised to mean 1
+    over the base set: what the tilted term with these weights is where σ → 0. Lower is better;
+    log w ≡ 0 scores log 2."""
+    offset = torch.logsumexp(log_w(base), 0) - math.log(len(base))
+    return sum(F.binary_cross_entropy_with_logits(log_w(x) - offset, torch.full_like(offset, label).expand(len(x)))
+               .item() for x, label in ((val_ref, 1.0), (val_bias, 0.0))) / 2
+
+
+def choose_tilt_weights(model: LearnedRatio, candidates: dict[str, CleanLogW | None], x_bias: Tensor,
+                        val_ref: Tensor, val_bias: Tensor) -> tuple[str, dict[str, float]]:
+    """The candidate clean weights (None: the linear term's) with the lowest `clean_val_bce` on
+    the held-out split, and every candidate's score; the first on a tie."""
+    base = model.base_points(x_bias)
+    val_ref, val_bias = (to_model_space(x).to(model.delta) for x in (val_ref, val_bias))
+    scores = {name: clean_val_bce(fn or model.linear_log_w, base, val_ref, val_bias)
+              for name, fn in candidates.items()}
+    return min(scores, key=scores.get), scores
 
 
 class _TiltKernel(torch.autograd.Function):
@@ -365,6 +417,7 @@ class RatioTrainConfig:
     limit: bool = True  # the exact large-σ term of time-dependent LearnedRatios (built with it)
     limit_var: str = "delta"  # that term's variance: along δ, or σ_data² (the model is built with it)
     limit_base: str = "tilt"  # linear: that term alone; tilt: D_bias tilted by it, noised (built with it)
+    tilt_weights: str = "select"  # the tilt's clean weights: linear | classifier | select (TILT_WEIGHTS)
     refit: bool = False  # after selection, retrain on all the data for the selected lengths
     sigma_floor: float = 0.0  # LearnedRatio's floor, in units of σ_data (the model is built with it)
     prior: bool = True  # the untrained state (output layer zeroed where the model is built) is a candidate
@@ -382,11 +435,13 @@ class RatioFit:
     curves: list[dict]
     chosen: list[int]
     val_bce: list[float | None]  # None without a holdout
+    tilt: dict | None = None  # the tilt's clean weights: {"weights": name, "clean_val_bce": {name: BCE}}
 
     def summary(self) -> dict:
         """What a run record keeps of the fit (JSON)."""
         bands = [band_label(k) for k in range(N_BANDS)] if len(self.chosen) > 1 else ["clean"]
-        return {"bands": bands, "chosen_step": self.chosen, "val_bce": self.val_bce, "curves": self.curves}
+        out = {"bands": bands, "chosen_step": self.chosen, "val_bce": self.val_bce, "curves": self.curves}
+        return out if self.tilt is None else {**out, "tilt": self.tilt}
 
 
 def split_holdout(x: Tensor, share: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -457,7 +512,7 @@ RATIO_CHECKPOINT_EVERY = 1000
 
 def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainConfig,
                 generator: torch.Generator, on_step: Callable[[int], None] = lambda step: None,
-                checkpoint: Path | None = None) -> RatioFit:
+                checkpoint: Path | None = None, classifier: DensityRatio | None = None) -> RatioFit:
     """Train `model` so that its logit estimates log w_σ; σ is log-uniform over [floor, σ_max].
 
     Each class contributes half of every batch, so the Bayes-optimal logit is log p_ref,σ / p_bias,σ.
@@ -474,6 +529,10 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     SIGINT/SIGTERM, and a call that finds it resumes from it: an interrupted fit ends as an
     uninterrupted one would, bit for bit. The caller deletes it once the model is kept. A refit is
     not checkpointed: interrupted, it starts again from the end of the selection loop.
+
+    A tilted base takes its clean weights from `cfg.tilt_weights`: the linear term's, those of
+    `classifier` (a time-independent model trained on the same split), or, with "select", the one
+    of the two with the lower held-out clean BCE (`choose_tilt_weights`), recorded in the fit.
     """
     device = next(model.parameters()).device
     select = cfg.select if cfg.holdout > 0 else "last"
@@ -483,6 +542,9 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     init = _snapshot(model.net) if cfg.refit else None
     x_ref, val_ref, x_bias, val_bias = ratio_splits(x_ref, x_bias, cfg.holdout, generator)
     model.fit_limit(x_ref, x_bias)
+    clean, tilt = _tilt_weights(model, cfg, classifier, x_bias, val_ref, val_bias)
+    if clean is not None:
+        model.attach_tilt(x_bias, clean)
     bands = N_BANDS if model.time_dependent else 1
     sigmas = VAL_SIGMAS if model.time_dependent else [SIGMA_MIN]
     held_out = HeldOutBCE(val_ref, val_bias, sigmas, generator, device) if select != "last" else None
@@ -574,14 +636,33 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
     else:
         if cfg.refit:  # the selected lengths, retrained from the same start on all the data
             model.net.load_state_dict(init)
-            best_states = _refit(model, all_bias, all_ref, cfg, chosen, generator, on_step)
+            best_states = _refit(model, all_bias, all_ref, cfg, chosen, generator, on_step, clean)
         # a band that kept the untrained state gets a PriorNet, when that state's output is exactly 0
         prior = [at == 0 for at in chosen] if prior_is_zero else [False] * bands
         model = _restore(model, best_states, prior)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return RatioFit(model, curves, chosen, best_val)
+    return RatioFit(model, curves, chosen, best_val, tilt)
+
+
+def _tilt_weights(model: LearnedRatio, cfg: RatioTrainConfig, classifier: DensityRatio | None, x_bias: Tensor,
+                  val_ref: Tensor, val_bias: Tensor) -> tuple[CleanLogW | None, dict | None]:
+    """The tilted base's clean weights as `cfg.tilt_weights` asks (None: the linear term's, which
+    `fit_limit` attached) and what the record says of them (None for the linear ones)."""
+    if model.limit_base != "tilt" or cfg.tilt_weights == "linear":
+        return None, None
+    if cfg.tilt_weights not in TILT_WEIGHTS:
+        raise ValueError(f"tilt_weights must be one of {TILT_WEIGHTS}, got {cfg.tilt_weights!r}")
+    if classifier is None:
+        raise ValueError(f"tilt_weights={cfg.tilt_weights!r} needs the time-independent classifier")
+    candidates = {"classifier": classifier_log_w(classifier)}
+    if cfg.tilt_weights == "select":
+        if not len(val_ref) or not len(val_bias):
+            raise ValueError("tilt_weights='select' needs held-out data (holdout > 0)")
+        candidates = {"linear": None, **candidates}
+    name, scores = choose_tilt_weights(model, candidates, x_bias, val_ref, val_bias)
+    return candidates[name], {"weights": name, "clean_val_bce": scores}
 
 
 def draw_ratio_sigma(n: int, proposal: str, floor: float, generator: torch.Generator) -> Tensor:
@@ -629,11 +710,12 @@ def _optimiser(model: LearnedRatio, cfg: RatioTrainConfig, device) -> tuple:
 
 
 def _refit(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTrainConfig, chosen: list[int],
-           generator: torch.Generator, on_step: Callable[[int], None]) -> list[dict]:
+           generator: torch.Generator, on_step: Callable[[int], None], clean: CleanLogW | None) -> list[dict]:
     """Train on all of D_ref and D_bias (the held-out share too) for as many steps as selection
-    chose, with the same optimiser and schedule; each band's state at its chosen step."""
+    chose, with the same optimiser and schedule and the tilt's chosen clean weights; each band's
+    state at its chosen step."""
     device = next(model.parameters()).device
-    model.fit_limit(x_ref, x_bias)
+    model.fit_limit(x_ref, x_bias, clean)
     opt, sched, half, labels = _optimiser(model, cfg, device)
     start = _snapshot(model.net) if 0 in chosen else None  # 0: the untrained prior
     states: list[dict | None] = [start if at == 0 else None for at in chosen]

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import dist
 from .checkpoint import load_torch, save_torch
-from .config import RunConfig, ratio_cache_fields
+from .config import RunConfig, classifier_config, ratio_cache_fields
 from .console import progress_bar, say
 from .datasets.base import BenchmarkData, DatasetRecipe
 from .errors import TiwbenchError
@@ -46,13 +46,17 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest(key)}.pt"
     # a cached model holds its frozen encoder's weights: no need to train (or load) the encoder.
     # All processes agree, since training the encoder is collective under torchrun.
-    net = ratio_net_for(cfg, recipe, data, results, device, cached=not dist.any_rank(not path.exists()))
+    cached = not dist.any_rank(not path.exists())
+    net = ratio_net_for(cfg, recipe, data, results, device, cached=cached)
     model = LearnedRatio(zero_output_layer(net) if train_cfg.prior else net, data.sigma_data, time_dependent,
                          # the large-σ term is the time-dependent ratio's: clean data have no large σ
                          data_shape=tuple(data.x_bias.shape[1:]) if train_cfg.limit and time_dependent else None,
                          sigma_floor=train_cfg.sigma_floor * data.sigma_data,
                          limit_var=train_cfg.limit_var, limit_base=train_cfg.limit_base).to(device)
     summary = None
+    classifier = None  # the tilt's clean weights may come from the time-independent model (on every rank)
+    if not cached and needs_classifier(cfg, model):
+        classifier, _ = ratio_model_for(classifier_config(cfg), "time_independent", recipe, data, results, device)
     if not path.exists() and dist.is_main():  # other processes wait, then read the cache
         # another sweep on this folder may be training the same model: wait for it, then reuse
         with run_lock(path.parent, path.name + ".lock", wait=True):
@@ -60,10 +64,12 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
                 partial = path.with_name(path.stem + ".partial.pt")  # an interrupted fit resumes from it
                 with progress_bar(f"ratio ({kind})", cfg.ratio_steps) as update:
                     fit = train_ratio(model, data.x_bias, data.x_ref, train_cfg,
-                                      generator(cfg.seed, "ratio_batches"), on_step=update, checkpoint=partial)
+                                      generator(cfg.seed, "ratio_batches"), on_step=update, checkpoint=partial,
+                                      classifier=classifier)
                 model, summary = fit.model, fit.summary()
                 save_torch(path, {"model": model.state_dict(), "config": key, "fit": summary,
-                                  "layout": net_layout(model.net)})
+                                  "layout": net_layout(model.net),
+                                  "tilt_log_w": getattr(model, "tilt_log_w", None)})
                 partial.unlink(missing_ok=True)
     dist.barrier()
     if summary is None:
@@ -73,7 +79,8 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
             layout = saved.get("layout") or ["net"] * (saved["bands"] or 1)
             model.net = from_layout(model.net, layout)
             model.load_state_dict(saved["model"])
-            model.attach_tilt(tilt_base(cfg, data))
+            # the tilt's clean weights as trained (caches from before them: the linear term's)
+            model.attach_tilt(tilt_base(cfg, data), log_w=saved.get("tilt_log_w"))
             summary = saved["fit"]
         except (KeyError, RuntimeError) as e:
             raise TiwbenchError(f"the cached ratio model {path} is incomplete or does not fit "
@@ -81,6 +88,11 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
         model.requires_grad_(False).eval()
         say(f"reusing the cached {kind} ratio model {path}")
     return model, summary
+
+
+def needs_classifier(cfg: RunConfig, model: LearnedRatio) -> bool:
+    """Whether training `model` needs the time-independent discriminator (its tilt's weights)."""
+    return model.time_dependent and model.limit_base == "tilt" and cfg.ratio_tilt_weights != "linear"
 
 
 def tilt_base(cfg: RunConfig, data: BenchmarkData):

@@ -182,8 +182,24 @@ def table_notes(records: list[Record], dataset: str | None = None) -> dict[tuple
                  "`--dataset-option ref_sampling=stratified` on gmm2d and gmm_hd). " + "; ".join(lines) + ".")
            for key, lines in notes.items()}
     for name in sorted({r.config.dataset for r in of_dataset(records, dataset) if "ratio_val_bce" in r.metrics}):
-        out[(name, "ratio_val_bce")] = CHANCE_BCE_NOTE
+        out[(name, "ratio_val_bce")] = CHANCE_BCE_NOTE + tilt_weights_note(of_dataset(records, name))
     return out
+
+
+def tilt_weights_note(records: list[Record]) -> str:
+    """Which clean weights held-out selection gave the tilted base (`--ratio-tilt-weights select`,
+    recorded in `ratio_fit.tilt`), per row and reference size, seed by seed; "" where none chose."""
+    chosen: dict[tuple[str, float], list[str]] = {}
+    rows = sorted(zip(records, row_labels(records)), key=lambda p: (p[1], p[0].config.ref, p[0].config.seed))
+    for r, label in rows:
+        tilt = (r.ratio_fit or {}).get("tilt")
+        if tilt is not None and len(tilt["clean_val_bce"]) > 1:
+            chosen.setdefault((label, r.config.ref), []).append(f"{tilt['weights']} (s{r.config.seed})")
+    if not chosen:
+        return ""
+    return (" The tilted base's clean weights, chosen by held-out clean BCE (`--ratio-tilt-weights select`): "
+            + "; ".join(f"{label}, ref {ref:g}: {', '.join(seeds)}" for (label, ref), seeds in chosen.items())
+            + ".")
 
 
 def to_markdown(long: pd.DataFrame, notes: dict[tuple[str, str], str] | None = None) -> str:
