@@ -5,13 +5,14 @@
 # reading of the numbers in bench/summaries/<dataset>.md. Run folders go to results/runs
 # (git-ignored); finished runs are skipped, so a second invocation trains nothing. REFS and SEEDS
 # may be overridden (the committed tables: ref 0.05, seeds 0,1,2 — about 110 minutes of wall time on
-# this 2-core CPU, partly shared with other work; the summaries describe those numbers only).
+# this 2-core CPU, partly shared with other work; the summaries describe those numbers only), and
+# DATASETS (a space-separated subset, in the order to run them).
 set -euo pipefail
 T=${TIWBENCH:-.venv/bin/tiwbench}
 REFS=${REFS:-0.05}
 SEEDS=${SEEDS:-0,1,2}
 RATIO_METHODS=iw_dsm,tiw_dsm,tiw_nocorr,tiw_corr
-for D in gmm_hd gmm2d digits_lt; do
+for D in ${DATASETS:-gmm_hd gmm2d digits_lt}; do
   $T sweep --dataset $D --methods all --refs $REFS --seeds $SEEDS
   if [ $D != digits_lt ]; then  # the analytic sets: the exact ratio as the upper bound
     $T sweep --dataset $D --methods $RATIO_METHODS --refs $REFS --seeds $SEEDS --ratio oracle

@@ -137,5 +137,5 @@ def test_the_held_out_bce_table_names_the_tilt_weights_selection_chose_per_row_a
                ratio_tilt_weights="select"), run(0, None, ratio_tilt_weights="linear")]  # nothing chosen
     note = table_notes(records)[("gmm2d", "ratio_val_bce")]
     assert note.endswith("`--ratio-tilt-weights select`): tiw_dsm [ratio_tilt_weights=select], ref 0.05: "
-                         "classifier (s0), linear (s1).")
+                         "classifier (seed 0), linear (seed 1).")
     assert "--ratio-tilt-weights" not in table_notes(records[2:])[("gmm2d", "ratio_val_bce")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ import pandas as pd
 from .bands import N_BANDS, band_label
 from .errors import TiwbenchError
 from .record import Record
-from .results import method_label, natural_key, ratio_error_table
+from .results import method_label, natural_key, ratio_error_table, row_labels
 from .stats import bias_floors
 
 COLORS = {"dsm_obs": "tab:gray", "dsm_ref": "tab:green", "iw_dsm": "tab:orange",
@@ -179,23 +180,27 @@ def training_curves(records: list[Record], dataset: str, out: Path) -> Path | No
 
 
 def sample_grids(records: list[Record], dataset: str, out: Path, seed: int = 0) -> Path | None:
-    """Each method's samples.png at the smallest reference size, side by side."""
-    runs = [r for r in records if r.config.dataset == dataset and r.config.seed == seed and r.config.alpha == 1]
+    """Each run's samples.png at the smallest reference size, side by side, titled by its table row
+    (runs of one method made differently are told apart)."""
+    of_set = [r for r in records if r.config.dataset == dataset]
+    label = {id(r): text for r, text in zip(of_set, row_labels(of_set))}
+    runs = [r for r in of_set if r.config.seed == seed and r.config.alpha == 1]
     if not runs:
         return None
     ref = min(r.config.ref for r in runs)
-    runs = sorted((r for r in runs if r.config.ref == ref), key=lambda r: r.config.method)
-    images = [(r.config.method, r.folder / "samples.png") for r in runs if r.folder is not None]
+    runs = sorted((r for r in runs if r.config.ref == ref), key=lambda r: natural_key(label[id(r)]))
+    images = [(label[id(r)], r.folder / "samples.png") for r in runs if r.folder is not None]
     images = [(m, p) for m, p in images if p.exists()]
     if not images:
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.3), squeeze=False)
-    for ax, (method, path) in zip(axes[0], images):
+    for ax, (title, path) in zip(axes[0], images):
         ax.imshow(plt.imread(path))
-        ax.set_title(method, fontsize=10)
+        ax.set_title(textwrap.fill(title, 34), fontsize=8)
         ax.axis("off")
     fig.suptitle(f"{dataset}: samples at ref {ref:g}, seed {seed}")
+    fig.tight_layout()
     return _save(fig, out / "samples.png")
 
 

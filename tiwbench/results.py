@@ -189,17 +189,22 @@ def table_notes(records: list[Record], dataset: str | None = None) -> dict[tuple
 def tilt_weights_note(records: list[Record]) -> str:
     """Which clean weights held-out selection gave the tilted base (`--ratio-tilt-weights select`,
     recorded in `ratio_fit.tilt`), per row and reference size, seed by seed; "" where none chose."""
-    chosen: dict[tuple[str, float], list[str]] = {}
+    chosen: dict[tuple[str, float], dict[str, list[str]]] = {}
     rows = sorted(zip(records, row_labels(records)), key=lambda p: (p[1], p[0].config.ref, p[0].config.seed))
     for r, label in rows:
         tilt = (r.ratio_fit or {}).get("tilt")
         if tilt is not None and len(tilt["clean_val_bce"]) > 1:
-            chosen.setdefault((label, r.config.ref), []).append(f"{tilt['weights']} (s{r.config.seed})")
+            seeds = chosen.setdefault((label, r.config.ref), {}).setdefault(tilt["weights"], [])
+            seeds.append(str(r.config.seed))
     if not chosen:
         return ""
+
+    def seeds_of(name: str, seeds: list[str]) -> str:
+        return f"{name} (seed{'s' * (len(seeds) > 1)} {', '.join(seeds)})"
+
     return (" The tilted base's clean weights, chosen by held-out clean BCE (`--ratio-tilt-weights select`): "
-            + "; ".join(f"{label}, ref {ref:g}: {', '.join(seeds)}" for (label, ref), seeds in chosen.items())
-            + ".")
+            + "; ".join(f"{label}, ref {ref:g}: " + ", ".join(seeds_of(*item) for item in by_name.items())
+                        for (label, ref), by_name in chosen.items()) + ".")
 
 
 def to_markdown(long: pd.DataFrame, notes: dict[tuple[str, str], str] | None = None) -> str:
