@@ -37,7 +37,14 @@ def test_sweep_then_report_writes_tables_figures_and_html(tmp_path):
     # the records behind the tables travel with them: the long table rebuilds from them exactly
     records = sorted((out_dir / "runs").glob("*/metrics.json"))
     assert len(records) == len(list(res.glob("*/metrics.json"))) == 6
-    assert all(not p.parent.joinpath("samples.png").exists() for p in records)
+    # with the samples of the runs the figure shows (seed 0, α = 1, ref 0.05), so that a report
+    # made from the records alone draws it too
+    with_samples = {p.parent.name for p in records if p.parent.joinpath("samples.png").exists()}
+    assert with_samples == {p.parent.name for p in records if "-ref0.05-a1-s0-" in p.parent.name} != set()
+    again = tmp_path / "again"
+    out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--results", str(out_dir / "runs"),
+                              "--out", str(again), "--no-records"])
+    assert out.exit_code == 0 and (again / "samples.png").exists()
     out = runner.invoke(app, ["table", "--results", str(out_dir / "runs"), "--format", "csv"])
     assert out.exit_code == 0 and out.output == (out_dir / "table.csv").read_text()
     # a report over fewer runs removes the records it no longer shows

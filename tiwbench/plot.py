@@ -179,20 +179,30 @@ def training_curves(records: list[Record], dataset: str, out: Path) -> Path | No
     return _save(fig, out / "training_curves.png")
 
 
+SAMPLES_NAME = "samples.png"  # a run's grid of samples, in its folder
+
+
+def sample_grid_runs(records: list[Record], dataset: str, seed: int = 0) -> list[tuple[str, Record]]:
+    """The runs `sample_grids` shows, with their table rows: seed `seed`, α = 1, the smallest
+    reference size (the report keeps these runs' samples.png with their records)."""
+    of_set = [r for r in records if r.config.dataset == dataset]
+    runs = [(text, r) for r, text in zip(of_set, row_labels(of_set))
+            if r.config.seed == seed and r.config.alpha == 1]
+    if not runs:
+        return []
+    ref = min(r.config.ref for _, r in runs)
+    return sorted(((text, r) for text, r in runs if r.config.ref == ref), key=lambda p: natural_key(p[0]))
+
+
 def sample_grids(records: list[Record], dataset: str, out: Path, seed: int = 0) -> Path | None:
     """Each run's samples.png at the smallest reference size, side by side, titled by its table row
     (runs of one method made differently are told apart)."""
-    of_set = [r for r in records if r.config.dataset == dataset]
-    label = {id(r): text for r, text in zip(of_set, row_labels(of_set))}
-    runs = [r for r in of_set if r.config.seed == seed and r.config.alpha == 1]
-    if not runs:
-        return None
-    ref = min(r.config.ref for r in runs)
-    runs = sorted((r for r in runs if r.config.ref == ref), key=lambda r: natural_key(label[id(r)]))
-    images = [(label[id(r)], r.folder / "samples.png") for r in runs if r.folder is not None]
+    runs = sample_grid_runs(records, dataset, seed)
+    images = [(text, r.folder / SAMPLES_NAME) for text, r in runs if r.folder is not None]
     images = [(m, p) for m, p in images if p.exists()]
     if not images:
         return None
+    ref = runs[0][1].config.ref
     plt = _plt()
     fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.3), squeeze=False)
     for ax, (title, path) in zip(axes[0], images):

@@ -114,20 +114,28 @@ def feature_space_note(records: list[Record], dataset: str) -> str:
 
 
 def write_records(records: list[Record], dataset: str, out: Path) -> Path:
-    """Copy the dataset's run records (metrics.json only: config, metrics, ratio-error curves) to
-    OUT/runs/<run id>/, the layout `--results` reads, and remove those a previous report wrote
-    that are not among them: the committed records and tables cannot disagree."""
+    """Copy the dataset's run records (metrics.json: config, metrics, ratio-error curves; and the
+    samples.png of the runs the samples figure shows, where they have one, so that a report made
+    from the records draws it too) to OUT/runs/<run id>/, the layout `--results` reads, and remove
+    those a previous report wrote that are not among them: the committed records and tables
+    cannot disagree."""
+    from .plot import SAMPLES_NAME, sample_grid_runs
+
     folder = out / "runs"
     keep = {r.run_id: r for r in of_dataset(records, dataset)}
     if folder.is_dir():
         for old in folder.iterdir():
             if old.is_dir() and old.name not in keep:
                 shutil.rmtree(old)
+    shown = {r.run_id for _, r in sample_grid_runs(records, dataset)}
     for run_id, record in keep.items():
         source = record.folder / RECORD_NAME
         target = folder / run_id / RECORD_NAME
         if not (target.exists() and target.samefile(source)):
             write_text(target, source.read_text())
+        samples = record.folder / SAMPLES_NAME
+        if run_id in shown and samples.exists() and not (folder / run_id / SAMPLES_NAME).exists():
+            shutil.copyfile(samples, folder / run_id / SAMPLES_NAME)
     return folder
 
 
