@@ -180,6 +180,7 @@ def training_curves(records: list[Record], dataset: str, out: Path) -> Path | No
 
 
 SAMPLES_NAME = "samples.png"  # a run's grid of samples, in its folder
+SAMPLE_COLUMNS = 5  # panels a row of the report's samples figure
 
 
 def sample_grid_runs(records: list[Record], dataset: str, seed: int = 0) -> list[tuple[str, Record]]:
@@ -195,8 +196,8 @@ def sample_grid_runs(records: list[Record], dataset: str, seed: int = 0) -> list
 
 
 def sample_grids(records: list[Record], dataset: str, out: Path, seed: int = 0) -> Path | None:
-    """Each run's samples.png at the smallest reference size, side by side, titled by its table row
-    (runs of one method made differently are told apart)."""
+    """Each run's samples.png at the smallest reference size, at most SAMPLE_COLUMNS a row, titled
+    by its table row (runs of one method made differently are told apart)."""
     runs = sample_grid_runs(records, dataset, seed)
     images = [(text, r.folder / SAMPLES_NAME) for text, r in runs if r.folder is not None]
     images = [(m, p) for m, p in images if p.exists()]
@@ -204,11 +205,14 @@ def sample_grids(records: list[Record], dataset: str, out: Path, seed: int = 0) 
         return None
     ref = runs[0][1].config.ref
     plt = _plt()
-    fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.3), squeeze=False)
-    for ax, (title, path) in zip(axes[0], images):
+    cols = min(SAMPLE_COLUMNS, len(images))
+    rows = math.ceil(len(images) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, path) in zip(axes.flat, images):
         ax.imshow(plt.imread(path))
         ax.set_title(textwrap.fill(title, 34), fontsize=8)
-        ax.axis("off")
     fig.suptitle(f"{dataset}: samples at ref {ref:g}, seed {seed}")
     fig.tight_layout()
     return _save(fig, out / "samples.png")
