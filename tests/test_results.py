@@ -47,6 +47,17 @@ def test_one_setting_keeps_plain_labels_and_ratio_fields_of_ratio_free_runs_do_n
         "--steps 200 --ratio-steps 200"]
 
 
+def test_ratio_free_runs_join_the_command_with_the_fewest_ratio_options():
+    """dsm_obs ignores the ratio options: its runs go with the default discriminator's command,
+    not with whichever ratio setting came first."""
+    records = [record("iw_dsm", ratio_backbone="score"), record("iw_dsm"), record("dsm_obs")]
+    assert reproduce_commands(records, "gmm2d") == [
+        "tiwbench sweep --dataset gmm2d --methods dsm_obs,iw_dsm --refs 0.05 --seeds 0 --steps 200 "
+        "--ratio-steps 200",
+        "tiwbench sweep --dataset gmm2d --methods iw_dsm --refs 0.05 --seeds 0 --steps 200 --ratio-steps 200 "
+        "--ratio-backbone score"]
+
+
 def test_commands_split_by_setting_and_alpha():
     records = [record(m, ref=r) for m in ("dsm_obs", "tiw_dsm") for r in (0.05, 0.1)] + \
               [record("tiw_dsm", alpha=0.5)] + \

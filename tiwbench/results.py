@@ -342,8 +342,10 @@ def reproduce_commands(records: list[Record], dataset: str) -> list[str]:
     commands = []
     for (_, shared), by_ratio in groups.items():
         ratio_free = by_ratio.pop("", [])
-        for i, (ratio, cfgs) in enumerate(by_ratio.items() or [("{}", [])]):
-            cfgs = cfgs + (ratio_free if i == 0 else [])  # ratio-free runs go with the first
+        # ratio-free runs go with the ratio setting that needs the fewest options (the defaults')
+        ordered = sorted(by_ratio.items(), key=lambda item: len(_setting_flags(dataset, json.loads(item[0]))))
+        for i, (ratio, cfgs) in enumerate(ordered or [("{}", [])]):
+            cfgs = cfgs + (ratio_free if i == 0 else [])
             setting = json.loads(shared) | json.loads(ratio)
             main = [c for c in cfgs if c.alpha == 1]
             other = [c for c in cfgs if c.alpha != 1]
@@ -358,8 +360,7 @@ def reproduce_commands(records: list[Record], dataset: str) -> list[str]:
 
 def _sweep_command(dataset: str, runs: list[RunConfig], setting: dict) -> str:
     """One `tiwbench sweep` over the runs' methods, refs, seeds and α, with the setting's options
-    where they differ from the defaults (cli_flags: the inverse of the CLI's parsing)."""
-    from . import registry
+    where they differ from the defaults."""
 
     def join(key: str) -> str:
         return ",".join(format_value(v) for v in sorted({getattr(c, key) for c in runs}))
@@ -370,6 +371,14 @@ def _sweep_command(dataset: str, runs: list[RunConfig], setting: dict) -> str:
         parts.append(f"--alphas {join('alpha')}")
     if "oracle" in {c.ratio for c in runs}:
         parts.append("--ratio oracle")
-    setting["dataset_options"] = [tuple(o) for o in setting.get("dataset_options", [])]
+    return " ".join(parts + _setting_flags(dataset, setting))
+
+
+def _setting_flags(dataset: str, setting: dict) -> list[str]:
+    """The command-line options that give a run setting, where it differs from the defaults of
+    the fields and the dataset (cli_flags: the inverse of the CLI's parsing)."""
+    from . import registry
+
+    setting = setting | {"dataset_options": [tuple(o) for o in setting.get("dataset_options", [])]}
     defaults = {name: f.default for name, f in FIELDS.items()} | registry.load("dataset", dataset).defaults
-    return " ".join(parts + cli_flags(setting, defaults))
+    return cli_flags(setting, defaults)
