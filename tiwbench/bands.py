@@ -7,6 +7,9 @@ import math
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # the sampler's range (EDM), also every σ grid's
 SIGMA_PROPOSALS = ("log_uniform", "edm", "mixed")  # where the time-dependent discriminator trains
+# the tilted base's clean weights w_0: the large-σ term's clean value, the time-independent
+# discriminator's ratio, or whichever of the two held-out clean data prefer (ratio.choose_tilt_weights)
+TILT_WEIGHTS = ("linear", "classifier", "select")
 
 # Held-out evaluation grid: 12 log-spaced σ in 4 bands of 3 (the first bands are where a
 # memorising discriminator does its damage, the last where TIW-DSM's correction is largest).

@@ -12,7 +12,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .bands import SIGMA_PROPOSALS
+from .bands import SIGMA_PROPOSALS, TILT_WEIGHTS
 from .errors import TiwbenchError
 from .streams import digest
 
@@ -116,7 +116,7 @@ class RunConfig:
                                      "time-independent discriminator's ratio, iw_dsm's, trained on the same "
                                      "split) | select (of the two, the one with the lower clean BCE on the "
                                      "discriminator's held-out data).",
-                                     check=one_of("linear", "classifier", "select"), ratio_training=True,
+                                     check=one_of(*TILT_WEIGHTS), ratio_training=True,
                                      legacy="linear")
     ratio_refit: bool = option(False, "After held-out selection, retrain the discriminator on all of D_ref and "
                                "D_bias for the selected number of steps per σ band.", ratio_training=True)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bands import BAND_EDGES, N_BANDS, SIGMA_PROPOSALS, VAL_SIGMAS, band_label
+from .bands import BAND_EDGES, N_BANDS, SIGMA_PROPOSALS, TILT_WEIGHTS, VAL_SIGMAS, band_label
 from .checkpoint import load_torch, save_torch
 from .compiling import compile_module
 from .diffusion import (
@@ -118,9 +118,6 @@ class ExactRatio(DensityRatio):
 
 LIMIT_VARIANCES = ("delta", "sigma_data")
 LIMIT_BASES = ("linear", "tilt")
-# the tilted base's clean weights w_0: the large-σ term's clean value, the time-independent
-# discriminator's ratio, or whichever of the two held-out clean data prefer (`choose_tilt_weights`)
-TILT_WEIGHTS = ("linear", "classifier", "select")
 TILT_CHUNK = 2**22  # entries of the (points × base) kernel matrix computed at once
 _EXP_FLOOR = -87.0  # e^-87 ≈ 1.6e-38: the smallest exponent whose exp stays a normal float32
 TILT_POINTS = 2048  # at most this many D_bias points in the tilted term's base set (its cost per point)
