@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,3 +42,28 @@ def test_tilt_composition_script_weighs_the_split_and_sums_to_one():
     plain, tilted = ([float(v) for v in cell.split(" / ")] for cell in row.split("|")[2:4])
     assert abs(sum(plain) - 1) < 2e-3 and abs(sum(tilted) - 1) < 2e-3
     assert plain[0] > 0.6 and tilted[3] > tilted[1]  # D_bias's majority; the tilt's corner opposite it
+
+
+def test_ref_composition_scores_each_seeds_reference_set_and_runs_against_it(tmp_path):
+    """D_ref's own shares per seed, and a run whose samples have exactly those shares is 0 from its
+    seed's D_ref and as far from the target as D_ref itself."""
+    from tiwbench.record import Record
+    from tiwbench.registry import get_dataset
+
+    data = get_dataset("gmm2d").build(0.05, 1)
+    shares = (torch.bincount(data.attribute(data.x_ref), minlength=4).double() / len(data.x_ref)).tolist()
+    record = Record.from_dict({"config": {"method": "dsm_ref", "dataset": "gmm2d", "ref": 0.05, "seed": 1},
+                               "metrics": {"bias_l2": 0.1}, "ratio_source": "none", "ratio_kind": None,
+                               "shares": shares, "target_shares": [0.25] * 4, "feature_space": "data"})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text(record.to_json())
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "ref_composition.py"), "--dataset", "gmm2d",
+                          "--seeds", "1", "--results", str(tmp_path)], check=True, capture_output=True,
+                         text=True).stdout
+    seed_row = next(line for line in out.splitlines() if line.startswith("| 1 |"))
+    own = float(seed_row.split("|")[3])
+    expected = sum((s - 0.25) ** 2 for s in shares) ** 0.5
+    assert own == pytest.approx(expected, abs=1e-4) and own > 0.005  # an i.i.d. draw is off the target
+    run_row = next(line for line in out.splitlines() if line.startswith("| dsm_ref |"))
+    runs, to_target, to_ref = (float(v) for v in run_row.split("|")[2:5])
+    assert runs == 1 and to_target == pytest.approx(own, abs=1e-4) and to_ref == 0

@@ -81,3 +81,10 @@ def test_report_closes_with_the_summary_file_and_refuses_a_missing_one(tmp_path)
     out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--results", str(runs), "--out", str(out_dir),
                               "--summary", str(tmp_path / "missing.md")])
     assert out.exit_code == 2 and "--summary" in out.output
+    # a report paired to another baseline says so in the command that made it
+    out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--results", str(runs), "--out", str(out_dir),
+                              "--baseline", "dsm_ref"])
+    assert out.exit_code == 0, out.output
+    md = (out_dir / "table.md").read_text()
+    assert f"Made by `tiwbench report --dataset gmm2d --results {runs} --out {out_dir} --baseline dsm_ref`" in md
+    assert "difference to dsm_ref, paired by seed" in md

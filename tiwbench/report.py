@@ -157,6 +157,7 @@ def write_report(results: Path, dataset: str, out: Path, records_out: bool = Tru
     sweeps = [c + folder for c in reproduce_commands(records, dataset)]
     report = (f"tiwbench report --dataset {dataset}{folder}"
               + ("" if out == default_out(dataset) else f" --out {out}")
+              + ("" if baseline == BASELINE else f" --baseline {baseline}")
               + (f" --summary {summary}" if summary is not None else ""))
     listed = "\n".join(f"    {c}" for c in sweeps)
     md = (f"# {dataset}\n\nMade by `{report}` from the runs of\n\n"
