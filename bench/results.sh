@@ -6,9 +6,11 @@
 # (git-ignored); finished runs are skipped, so a second invocation trains nothing. REFS and SEEDS
 # may be overridden (the committed tables: ref 0.05, seeds 0,1,2 — about 110 minutes of wall time on
 # this 2-core CPU, partly shared with other work; the summaries describe those numbers only), and
-# DATASETS (a space-separated subset, in the order to run them). STUDIES (default gmm2d_seeds; ""
-# for none) adds results/gmm2d_seeds: gmm2d's default rows over seeds 0-7, paired to dsm_ref
-# (about 20 minutes more), whose runs go to results/runs-gmm2d-seeds (git-ignored too).
+# DATASETS (a space-separated subset, in the order to run them). STUDIES (default "gmm2d_seeds
+# gmm2d_stratified"; "" for none) adds results/gmm2d_seeds, gmm2d's default rows over seeds 0-7
+# paired to dsm_ref, and results/gmm2d_stratified, the same with a D_ref of exactly the target's
+# shares paired to the exact-ratio bound (about 20 minutes each), their runs in
+# results/runs-<study> (git-ignored too).
 set -euo pipefail
 T=${TIWBENCH:-.venv/bin/tiwbench}
 REFS=${REFS:-0.05}
@@ -27,12 +29,20 @@ for D in ${DATASETS:-gmm_hd gmm2d digits_lt}; do
   $T sweep --dataset $D --methods tiw_dsm --refs $REFS --seeds $SEEDS --ratio-tilt-weights linear
   rm -rf results/$D && $T report --dataset $D --summary bench/summaries/$D.md
 done
-for S in ${STUDIES-gmm2d_seeds}; do
+for S in ${STUDIES-gmm2d_seeds gmm2d_stratified}; do
   if [ $S = gmm2d_seeds ]; then  # issue 11's gmm2d bar: is learned tiw_dsm below D_ref's own draw?
     R=results/runs-gmm2d-seeds
     $T sweep --dataset gmm2d --methods dsm_obs,dsm_ref,iw_dsm,tiw_dsm,tiw_corr --refs 0.05 --seeds 0,1,2,3,4,5,6,7 --results $R
     $T sweep --dataset gmm2d --methods tiw_dsm --refs 0.05 --seeds 0,1,2,3,4,5,6,7 --results $R --ratio oracle
     rm -rf results/$S && $T report --dataset gmm2d --results $R --out results/$S --baseline dsm_ref \
+      --summary bench/summaries/$S.md
+  fi
+  if [ $S = gmm2d_stratified ]; then  # the same without D_ref's draw: the learned ratio against its bound
+    R=results/runs-gmm2d-stratified
+    O="--dataset gmm2d --dataset-option ref_sampling=stratified --refs 0.05 --seeds 0,1,2,3,4,5,6,7 --results $R"
+    $T sweep $O --methods dsm_ref,iw_dsm,tiw_dsm,tiw_corr
+    $T sweep $O --methods tiw_dsm --ratio oracle
+    rm -rf results/$S && $T report --dataset gmm2d --results $R --out results/$S --baseline tiw_dsm+oracle \
       --summary bench/summaries/$S.md
   fi
 done
