@@ -42,6 +42,7 @@ for S in ${STUDIES-gmm2d_seeds gmm2d_stratified}; do
     O="--dataset gmm2d --dataset-option ref_sampling=stratified --refs 0.05 --seeds 0,1,2,3,4,5,6,7 --results $R"
     $T sweep $O --methods dsm_ref,iw_dsm,tiw_dsm,tiw_corr
     $T sweep $O --methods tiw_dsm --ratio oracle
+    $T sweep $O --methods iw_dsm,tiw_dsm --ratio-refit  # the discriminators refitted on all the data
     rm -rf results/$S && $T report --dataset gmm2d --results $R --out results/$S --baseline tiw_dsm+oracle \
       --summary bench/summaries/$S.md
   fi
