@@ -117,3 +117,19 @@ def test_reference_only_runs_do_not_split_on_the_batch_share_they_do_not_use():
     records = [record("dsm_ref"), record("dsm_obs"), record("dsm_obs", ref_share=0.0)]
     assert records[0].config.ref_share == 0.0 and records[1].config.ref_share == 0.5
     assert set(long_table(records).method) == {"dsm_ref", "dsm_obs [ref_share=0.5]", "dsm_obs [ref_share=0]"}
+
+
+def test_a_baseline_must_name_a_row_but_the_default_may_be_absent():
+    import pytest
+
+    from tiwbench.errors import TiwbenchError
+
+    records = [record(m, seed=s, bias=0.1 + s / 100) for m in ("dsm_ref", "tiw_dsm") for s in (0, 1)]
+    records += [record("tiw_dsm", seed=s, ratio="oracle", bias=0.05 + s / 50) for s in (0, 1)]
+    long = long_table(records)  # no dsm_obs: no paired differences, no error
+    assert long.diff_vs.isna().all()
+    paired = long_table(records, baseline="tiw_dsm+oracle")
+    bias = paired[(paired.metric == "bias_l2") & (paired.method == "dsm_ref")]
+    assert bias.diff_vs.tolist() == ["tiw_dsm+oracle"] and round(float(bias.diff_mean.iloc[0]), 6) == 0.045
+    with pytest.raises(TiwbenchError, match=r"'tiw_dsm_oracle' is no row.*dsm_ref, tiw_dsm, tiw_dsm\+oracle"):
+        long_table(records, baseline="tiw_dsm_oracle")

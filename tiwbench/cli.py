@@ -18,6 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Benchmark debiasing methods for diffusion models trained on biased data.")
 
 ResultsOpt = typer.Option(DEFAULT_RESULTS, "--results", help="Folder of run records.")
+BaselineOpt = typer.Option("dsm_obs", help="Row the paired differences are taken to: a method, or a method "
+                           "with the exact ratio (e.g. tiw_dsm+oracle).")
 DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:N, or auto.")
 DataRootOpt = typer.Option(None, envvar="TIWBENCH_DATA", help="Folder of local datasets.")
 CompileOpt = typer.Option(None, "--compile/--no-compile",
@@ -143,7 +145,7 @@ def sweep(
 def table(
     dataset: str | None = typer.Option(None, help="Only this dataset."),
     format: str = typer.Option("md", "--format", help="md | latex (wide, per metric) or csv (long)."),
-    baseline: str = typer.Option("dsm_obs", help="Method the paired differences are taken to."),
+    baseline: str = BaselineOpt,
     ratio_error: bool = typer.Option(False, "--ratio-error",
                                      help="Instead: the learned ratio's error by σ (md or csv)."),
     results: Path = ResultsOpt,
@@ -186,7 +188,7 @@ def report(
     dataset: str = typer.Option(..., help="Dataset to report on."),
     results: Path = ResultsOpt,
     out: Path | None = typer.Option(None, help="Output folder [results/<dataset>]."),
-    baseline: str = typer.Option("dsm_obs", help="Method the paired differences are taken to."),
+    baseline: str = BaselineOpt,
     records: bool = typer.Option(True, "--records/--no-records",
                                  help="Also copy the run records behind the tables to OUT/runs [on]."),
     summary: Path | None = typer.Option(None, help="A Markdown file (your reading of the numbers) that "

@@ -74,12 +74,14 @@ def long_table(records: list[Record], dataset: str | None = None, baseline: str 
     alpha and metric: mean, std (ddof 1) and n over seeds; `best` (the lowest mean of its column
     or statistically tied with it) and the paired difference to `baseline` (stats.py)."""
     records = of_dataset(records, dataset)
+    labels = row_labels(records)
     rows = [{"dataset": r.config.dataset, "method": label, "ref": r.config.ref,
              "alpha": r.config.alpha, "seed": r.config.seed, "metric": k, "value": v}
-            for r, label in zip(records, row_labels(records)) for k, v in r.metrics.items()]
+            for r, label in zip(records, labels) for k, v in r.metrics.items()]
     if not rows:
         where = f" for dataset {dataset!r}" if dataset else ""
         raise TiwbenchError(f"no finished runs{where}")
+    check_baseline(baseline, labels)
     df = pd.DataFrame(rows)
     agg = (df.groupby(LONG_COLUMNS[:5], sort=True)["value"]
            .agg(mean="mean", std="std", n="count").reset_index())
@@ -91,6 +93,16 @@ def long_table(records: list[Record], dataset: str | None = None, baseline: str 
                    for d, meth, r, a, m in zip(agg.dataset, agg.method, agg.ref, agg.alpha, agg.metric)]
     agg = agg.merge(paired_to_baseline(ranked, baseline), on=LONG_COLUMNS[:5], how="left")
     return agg[LONG_COLUMNS + PAIRED_COLUMNS]
+
+
+def check_baseline(baseline: str, labels: list[str]) -> None:
+    """A baseline other than the default must name a row (its method label, e.g. `tiw_dsm+oracle`,
+    with or without its setting marks): a misspelt one would silently drop every paired
+    difference. The default may be absent (a study without dsm_obs)."""
+    if baseline == BASELINE or any(label == baseline or label.startswith(baseline + " [") for label in labels):
+        return
+    rows = sorted({label.split(" [")[0] for label in labels})
+    raise TiwbenchError(f"--baseline {baseline!r} is no row of these runs; choose from {', '.join(rows)}")
 
 
 def metric_sort_key(metric: str) -> int:
