@@ -280,3 +280,24 @@ def test_select_records_both_scores_and_keeps_the_lower(tmp_path):
     _, fit = ratio_model_for(cfg, "time_dependent", recipe, recipe.build(0.05, 0), tmp_path, torch.device("cpu"))
     scores = fit["tilt"]["clean_val_bce"]
     assert set(scores) == {"linear", "classifier"} and fit["tilt"]["weights"] == min(scores, key=scores.get)
+
+
+def test_a_run_without_held_out_data_keeps_the_classifier_weights_and_writes_its_record(tmp_path):
+    """`--ratio-holdout 0` with the classifier's weights: nothing to score them on, so the record
+    says so with no scores (held-out scores of empty sets were NaN, and the run, finished, failed
+    to write its record)."""
+    import json
+
+    from conftest import FAST
+    from typer.testing import CliRunner
+
+    from tiwbench.cli import app
+
+    out = CliRunner().invoke(app, ["run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.05",
+                                   "--ratio-holdout", "0", "--ratio-tilt-weights", "classifier",
+                                   "--results", str(tmp_path), *FAST])
+    assert out.exit_code == 0, out.output
+    (path,) = tmp_path.glob("*/metrics.json")
+    record = json.loads(path.read_text())  # strict JSON: no NaN anywhere
+    assert record["ratio_fit"]["tilt"] == {"weights": "classifier", "clean_val_bce": {}}
+    assert record["ratio_fit"]["val_bce"] == [None] * 4

@@ -654,10 +654,13 @@ def _tilt_weights(model: LearnedRatio, cfg: RatioTrainConfig, classifier: Densit
     if classifier is None:
         raise ValueError(f"tilt_weights={cfg.tilt_weights!r} needs the time-independent classifier")
     candidates = {"classifier": classifier_log_w(classifier)}
+    held_out = len(val_ref) > 0 and len(val_bias) > 0
     if cfg.tilt_weights == "select":
-        if not len(val_ref) or not len(val_bias):
+        if not held_out:
             raise ValueError("tilt_weights='select' needs held-out data (holdout > 0)")
         candidates = {"linear": None, **candidates}
+    if not held_out:  # nothing to score on (holdout 0): the classifier's weights, unscored
+        return candidates["classifier"], {"weights": "classifier", "clean_val_bce": {}}
     name, scores = choose_tilt_weights(model, candidates, x_bias, val_ref, val_bias)
     return candidates[name], {"weights": name, "clean_val_bce": scores}
 
