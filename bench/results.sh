@@ -43,7 +43,8 @@ for S in ${STUDIES-gmm2d_seeds gmm2d_stratified}; do
     $T sweep $O --methods dsm_ref,iw_dsm,tiw_dsm,tiw_corr
     $T sweep $O --methods tiw_dsm --ratio oracle
     $T sweep $O --methods iw_dsm,tiw_dsm --ratio-refit  # the discriminators refitted on all the data
-    $T sweep $O --methods iw_dsm --ratio-holdout 0  # the clean one trained to the end, no selection
+    $T sweep $O --methods iw_dsm --ratio-holdout 0  # trained to the end, no selection
+    $T sweep $O --methods tiw_dsm --ratio-holdout 0 --ratio-tilt-weights classifier
     rm -rf results/$S && $T report --dataset gmm2d --results $R --out results/$S --baseline tiw_dsm+oracle \
       --summary bench/summaries/$S.md
   fi
