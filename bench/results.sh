@@ -9,7 +9,8 @@
 # DATASETS (a space-separated subset, in the order to run them). STUDIES (default "gmm2d_seeds
 # gmm2d_stratified"; "" for none) adds results/gmm2d_seeds, gmm2d's default rows over seeds 0-7
 # paired to dsm_ref, and results/gmm2d_stratified, the same with a D_ref of exactly the target's
-# shares paired to the exact-ratio bound (about 20 minutes each), their runs in
+# shares paired to the exact-ratio bound, with refitted and unselected discriminators (about 16
+# and 47 minutes here), their runs in
 # results/runs-<study> (git-ignored too).
 set -euo pipefail
 T=${TIWBENCH:-.venv/bin/tiwbench}
