@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from tiwbench import registry
-from tiwbench.evaluate import share_metrics
+from tiwbench.evaluate import bias_metrics, share_metrics
 from tiwbench.record import load_records
 from tiwbench.results import row_labels
 
@@ -35,9 +35,9 @@ def main() -> None:
     ref_shares, values = {}, []
     for seed in seeds:
         data = recipe.build(args.ref, seed)
-        k = len(data.target_shares)
-        ref_shares[seed] = torch.bincount(data.attribute(data.x_ref), minlength=k).double() / len(data.x_ref)
-        values.append(share_metrics(ref_shares[seed], data.target_shares)["bias_l2"])
+        scored = bias_metrics(data.attribute(data.x_ref), data.target_shares)  # as a run's samples are
+        ref_shares[seed] = torch.tensor(scored["shares"], dtype=torch.double)
+        values.append(scored["bias_l2"])
         print(f"| {seed} | {' / '.join(f'{float(v):.3f}' for v in ref_shares[seed])} | {values[-1]:.4f} |")
     print(f"| mean | | {sum(values) / len(values):.4f} |")
     if args.results is None:
