@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-# The main job: the six methods on gmm2d at 5% reference, then their comparison table.
+# The main job: every method on gmm2d at 5% reference, then their comparison table.
 demo: $(STAMP)
 	$(BIN)/tiwbench sweep --dataset gmm2d --methods all --refs 0.05 --seeds 0
 	$(BIN)/tiwbench table --dataset gmm2d

@@ -1,6 +1,6 @@
 """Ratio models other than a trained discriminator, against the large-σ term alone (today's prior),
 on an analytic set: which family could close gmm_hd's gap between the learned and the exact ratio
-(issue 11)? Each is fitted on the discriminator's training split and judged on its held-out split
+(the ratio work)? Each is fitted on the discriminator's training split and judged on its held-out split
 (BCE per σ band: what selection would see) and against the exact ratio (the correction's error per
 σ and corr_err, π = 0.5 as in the tables: for reading only).
 

@@ -1,4 +1,4 @@
-"""Discriminator variants against the exact ratio on the analytic sets (issue 11's measurement);
+"""Discriminator variants against the exact ratio on the analytic sets ;
 on other datasets (images) the held-out BCE alone.
 
     python bench/ratio_probe.py --dataset gmm_hd --ref 0.05 --seed 0 --variants today,limit,band
@@ -28,7 +28,7 @@ VARIANTS = {
     "limit": ({"weight_decay": 0.0, "holdout": 0.0, "prior": False}, True),
     "global": ({"select": "global"}, True),
     "band": ({"select": "band"}, True),  # today's default (the untrained prior a candidate, the tilted base)
-    "band_linear": ({"select": "band", "limit_base": "linear"}, True),  # the linear base (until session 8)
+    "band_linear": ({"select": "band", "limit_base": "linear"}, True),  # the linear base (until 2026-11-30)
     "band_refit": ({"select": "band", "refit": True}, True),  # then retrained on all the data
     "band_sd": ({"select": "band", "limit_var": "sigma_data"}, True),  # that variance σ_data² (until 2026-11-29)
     "band_nolimit": ({"select": "band"}, False),
@@ -43,7 +43,7 @@ VARIANTS = {
     "batch2048": ({"select": "band", "batch_size": 2048}, True),
     "patience500": ({"select": "band", "patience": 500}, True),  # stop sooner: what held-out data lose
     "patience750": ({"select": "band", "patience": 750}, True),
-    # issue 11 item 2, measured 2026-11-30 (bench/NOTES.md); EMA is probe-side only
+    # the ratio work, measured 2026-11-30 (bench/NOTES.md); EMA is probe-side only
     "training_sigma": ({"select": "band", "sigma": "edm"}, True),  # σ as the score network draws it
     "mixed_sigma": ({"select": "band", "sigma": "mixed"}, True),  # half log-uniform, half that
     "ema0.99": ({"select": "band"}, True, 0.0, {"ema": 0.99}),  # selection among averaged weights

@@ -1,7 +1,7 @@
 """The tilted large-σ base's clean-data composition (no training): the discriminator's training split
 of D_bias weighted by w_0 = exp(δᵀ(x0 − m)/v), normalised, per attribute group, against the target.
 Where w_0 cannot represent the groups' weights the trained network has to undo the difference
-(bench/NOTES.md, session 11).
+(bench/NOTES.md, 2026-12-06).
 
     python bench/tilt_composition.py --dataset gmm2d --seeds 0,1,2
 """

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ def test_dry_run_prints_the_resolved_config():
     out = invoke("run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.05", "--dry-run")
     assert out.exit_code == 0
     cfg = json.loads(out.output)
-    assert cfg["steps"] == GMM2D.defaults["steps"] and cfg["ratio"] == "trained"
+    assert cfg["steps"] == GMM2D.defaults["steps"] and cfg["ratio"] == "discriminator"
     assert cfg["run_id"].startswith("gmm2d-tiw_dsm-ref0.05-a1-s0-")
 
 
@@ -47,7 +48,7 @@ def test_run_writes_a_record_and_is_not_redone(tmp_path):
     assert out.exit_code == 0, out.output
     (folder,) = [p for p in res.iterdir() if not p.name.startswith("_")]
     record = json.loads((folder / "metrics.json").read_text())
-    assert record["ratio_source"] == "trained" and record["feature_space"] == "data"
+    assert record["ratio_source"] == "discriminator" and record["feature_space"] == "data"
     assert {"bias_l2", "bias_l1", "bias_kl", "fd_data", "ratio_err", "w_collapse"} <= set(record["metrics"])
     assert json.loads((folder / "config.json").read_text()) == record["config"]
     assert (folder / "samples.png").exists() and not (folder / "checkpoint.pt").exists()
@@ -65,13 +66,14 @@ def test_run_writes_a_record_and_is_not_redone(tmp_path):
 
 
 def test_oracle_ratio_is_recorded(tmp_path):
-    out = invoke("run", "--method", "iw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio", "oracle",
+    out = invoke("run", "--method", "iw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio", "exact",
                  "--results", str(tmp_path), *FAST)
     assert out.exit_code == 0, out.output
     (record,) = tmp_path.glob("*/metrics.json")
-    assert json.loads(record.read_text())["ratio_source"] == "oracle"
+    assert json.loads(record.read_text())["ratio_source"] == "exact"
     out = invoke("table", "--results", str(tmp_path), "--format", "csv")
-    assert "iw_dsm+oracle" in out.output
+    assert "gmm2d,iw_dsm,exact,," in out.output
+    assert "iw_dsm+exact" in invoke("table", "--results", str(tmp_path)).output
 
 
 def test_table_formats(tmp_path):
@@ -80,9 +82,13 @@ def test_table_formats(tmp_path):
                      "--results", str(tmp_path), *FAST)
         assert out.exit_code == 0, out.output
     csv = invoke("table", "--results", str(tmp_path), "--format", "csv").output.splitlines()
-    assert csv[0] == "dataset,method,ref,alpha,metric,mean,std,n,best,diff_vs,diff_mean,diff_lo,diff_hi,diff_n"
-    assert any(line.startswith("gmm2d,dsm_obs,0.05,1,bias_l2,") and line.split(",")[7] == "2" for line in csv)
-    md = invoke("table", "--results", str(tmp_path)).output
+    assert csv[0] == ("dataset,method,ratio,settings,ref,alpha,metric,mean,std,n,best,diff_vs,diff_mean,diff_lo,"
+                      "diff_hi,diff_n")
+    assert any(line.startswith("gmm2d,dsm_obs,,,0.05,1,bias_l2,") and line.split(",")[9] == "2" for line in csv)
+    summary = invoke("table", "--results", str(tmp_path)).output  # the default: one compact table
+    assert "gmm2d, ref 0.05 — mean ± std over 2 seeds" in summary and "dsm_obs" in summary
+    assert "--format md" in summary  # says where the full tables are
+    md = invoke("table", "--results", str(tmp_path), "--format", "md").output
     assert "### gmm2d — bias_l2 (lower is better)" in md and "| method | ref 0.05 |" in md
     assert "**" in md and "(2)" in md
     tex = invoke("table", "--results", str(tmp_path), "--format", "latex").output
@@ -102,11 +108,29 @@ def no_exact_dataset():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "nope", "--dataset", "gmm2d", "--ref", "0.05"], "unknown method 'nope'; available: dsm_obs"),
+    (["--method", "nope", "--dataset", "gmm2d", "--ref", "0.05"],
+     "unknown method 'nope'; available: dsm_mix, dsm_obs"),
     (["--method", "tiw_dsm", "--dataset", "nope", "--ref", "0.05"], "unknown dataset 'nope'; available:"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0"], "--ref must be in (0, 1]"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "1.5"], "--ref must be in (0, 1]"),
-    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio", "exact"], "--ratio must be one of"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio", "nope"],
+     "unknown ratio estimator 'nope'; available: discriminator, exact, paper"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio-option", "nope=1"],
+     "ratio estimator 'discriminator' has no option 'nope'; its options: weight_decay, holdout"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio-option", "holdout=x"],
+     "--ratio-option holdout must be a float, got 'x'"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio-option", "holdout=0.7"],
+     "--ratio-option holdout must be in [0, 0.5], got 0.7"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio-option", "limit=maybe"],
+     "--ratio-option limit must be a bool, got 'maybe'"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio-option", "patience=5",
+      "--ratio-option", "patience=6"], "--ratio-option patience is given twice"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio-option", "holdout=0"],
+     "tilt_weights=select chooses on held-out data"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio", "paper", "--ratio-option",
+      "holdout=0"], "ratio estimator 'paper' has no option 'holdout'; its options: none"),
+    (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--dataset-option", "n_bias=100",
+      "--dataset-option", "n_bias=200"], "--dataset-option n_bias is given twice"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--steps", "0"], "--steps must be >= 1"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--alpha", "-1"], "--alpha must be >= 0"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--precision", "fp16"],
@@ -126,9 +150,9 @@ def test_bad_input_gives_one_clear_line(args, message):
 
 
 def test_oracle_on_a_dataset_without_exact_ratio(no_exact_dataset):
-    out = invoke("run", "--method", "tiw_dsm", "--dataset", "gmm2d_noexact", "--ref", "0.1", "--ratio", "oracle")
+    out = invoke("run", "--method", "tiw_dsm", "--dataset", "gmm2d_noexact", "--ref", "0.1", "--ratio", "exact")
     assert out.exit_code == 2
-    assert "--ratio oracle needs an exact density ratio" in out.output
+    assert "--ratio exact needs an exact density ratio" in out.output
     assert len(out.output.strip().splitlines()) == 1
 
 
@@ -186,8 +210,11 @@ def test_table_reads_records_without_loading_torch(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.json").write_text(json.dumps(record))
     code = ("import sys\nfrom tiwbench.cli import main\n"
-            "sys.argv = ['tiwbench', 'table', '--results', sys.argv[1]]\n"
+            "sys.argv = ['tiwbench', 'table', '--results', sys.argv[1], '--format', sys.argv[2]]\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch was imported'")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), "md"], capture_output=True, text=True)
     assert out.returncode == 0 and "| dsm_obs | **0.5 (1)** |" in out.stdout, out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), "summary"], capture_output=True, text=True)
+    assert out.returncode == 0 and re.search(r"│ dsm_obs │ +0\.5 \* │", out.stdout), out.stdout + out.stderr
+    assert "gmm2d, ref 0.05 — mean ± std over 1 seed; *: best or tied" in out.stdout

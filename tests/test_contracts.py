@@ -14,6 +14,7 @@ from tiwbench.config import CLI_FIELDS, FIELDS, RATIO_FIELDS, RunConfig, cli_fla
 from tiwbench.datasets.images import ImageRecipe
 from tiwbench.diffusion import Batch, Denoiser
 from tiwbench.errors import TiwbenchError
+from tiwbench.estimators.discriminator import Discriminator
 from tiwbench.methods.base import Method
 from tiwbench.methods.dsm_obs import DSMObs
 from tiwbench.nets.mlp import ConditionalMLP
@@ -87,7 +88,7 @@ def check_unit_ratio(name, alpha):
 @pytest.mark.parametrize("name", DATASETS)
 def test_dataset_class_contract(name):
     cls = registry.load("dataset", name)
-    assert cls.name == name and cls.description and isinstance(cls.nets, tuple) and cls.nets
+    assert cls.name == name and cls.description and isinstance(cls.nets, tuple)  # nets may be empty
     assert set(cls.defaults) <= set(FIELDS), f"{name}: defaults name unknown run options"
     validate(dict(cls.defaults))  # every default is a valid value of its option
     cfg = RunConfig.from_dict({"method": "dsm_obs", "dataset": name, "ref": 0.1, **cls.defaults})
@@ -121,11 +122,10 @@ def test_dataset_data_contract(name, tmp_path):
 
 def example_value(f):
     """A valid value of every CLI field that differs from its default."""
-    special = {"ratio": "trained", "precision": "bf16", "net": "mlp", "dataset_options": (("dim", "8"),),
-               "ema_decay": 0.99, "ratio_batch_size": 64, "sample_steps": 12, "ratio_select": "global",
-               "ratio_holdout": 0.3, "ratio_limit_var": "sigma_data", "ratio_backbone": "score",
-               "ratio_sigma": "edm", "ratio_tilt_weights": "classifier",
-               "ratio_limit": True, "ratio_limit_base": "tilt",  # the defaults, which the tilt's weights need
+    special = {"ratio": "discriminator", "precision": "bf16", "net": "mlp", "dataset_options": (("dim", "8"),),
+               "ratio_options": (("holdout", 0.3), ("limit_var", "sigma_data"), ("select", "global"),
+                                 ("sigma", "edm"), ("tilt_weights", "classifier")),
+               "ema_decay": 0.99, "ratio_batch_size": 64, "sample_steps": 12, "ratio_backbone": "score",
                "fid_ref": "eval"}  # gmm_hd has no training set for --fid-ref train
     if f.name in special:
         return special[f.name]
@@ -133,17 +133,20 @@ def example_value(f):
     return {bool: not f.default, int: f.default + 3, float: f.default + 0.25, str: "x"}[kind]
 
 
-@pytest.mark.parametrize("ratio", ["trained", "oracle"])
+@pytest.mark.parametrize("ratio", ["discriminator", "exact"])
 def test_every_run_option_round_trips_through_the_command_line(ratio):
     """config -> command-line flags -> `run --dry-run` -> the same config, for every field (an
-    oracle run does not use the ratio-training fields: they stay at their defaults)."""
+    exact-ratio run does not use the ratio-training fields: they stay at their defaults)."""
     values = {f.name: example_value(f) for f in CLI_FIELDS}
-    if ratio == "oracle":  # unused ratio-training fields are reset to their neutral values
-        values |= {"ratio": "oracle"} | {name: neutral(FIELDS[name]) for name in RATIO_FIELDS}
+    if ratio == "exact":  # unused ratio-training fields are reset to their neutral values
+        values |= {"ratio": "exact"} | {name: neutral(FIELDS[name]) for name in RATIO_FIELDS}
+    else:  # stored as resolve_config stores them: the options that differ from their neutral values
+        values["ratio_options"] = Discriminator.normalise("time_dependent", {
+            **{o.name: o.default for o in Discriminator.options}, **dict(values["ratio_options"])})
     cfg = RunConfig(method="tiw_dsm", dataset="gmm_hd", ref=0.25, seed=3, alpha=0.5, **values)
     flags = cli_flags({f.name: getattr(cfg, f.name) for f in CLI_FIELDS}, {})
-    # --fid-ref eval; --ratio trained, --ratio-limit, --ratio-limit-base tilt (defaults), or no ratio fields
-    unused = 1 + (len(RATIO_FIELDS) if ratio == "oracle" else 3)
+    # --fid-ref eval; --ratio discriminator (the default); or no ratio fields
+    unused = 2 + (len(RATIO_FIELDS) if ratio == "exact" else 0)
     assert len(flags) >= len(CLI_FIELDS) - unused  # every field that differs from its default
     args = ["run", "--method", "tiw_dsm", "--dataset", "gmm_hd", "--ref", "0.25", "--seed", "3",
             "--alpha", "0.5", *" ".join(flags).split(), "--dry-run"]
@@ -158,7 +161,8 @@ def test_every_run_option_is_offered_by_run_and_sweep_with_its_help():
     runner = CliRunner()
     helps = [" ".join(runner.invoke(app, [cmd, "--help"]).output.split()) for cmd in ("run", "sweep")]
     for f in CLI_FIELDS:
-        flag = "--dataset-option" if f.name == "dataset_options" else "--" + f.name.replace("_", "-")
+        flag = "--" + f.name.replace("_", "-").removesuffix("s") if f.name.endswith("_options") else \
+            "--" + f.name.replace("_", "-")
         first_words = " ".join(f.metadata["help"].split()[:3])
         for text in helps:
             assert flag in text and first_words in text, (f.name, first_words)

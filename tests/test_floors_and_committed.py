@@ -76,8 +76,8 @@ def test_settings_a_run_did_not_use_do_not_mark_its_row():
                                  "metrics": {"bias_l2": 0.1}, "ratio_source": "trained", "ratio_kind": kind,
                                  "shares": [0.25] * 4, "target_shares": [0.25] * 4, "feature_space": "data"})
 
-    assert "ratio_limit_var" not in run_setting(rec("iw_dsm", "time_independent", "sigma_data"))
-    assert run_setting(rec("tiw_dsm", "time_dependent", "delta"))["ratio_limit_var"] == "delta"
+    assert "limit_var" not in run_setting(rec("iw_dsm", "time_independent", "sigma_data"))
+    assert run_setting(rec("tiw_dsm", "time_dependent", "delta"))["limit_var"] == "delta"
 
 
 @pytest.mark.parametrize("dataset", ["gmm2d", "gmm_hd"])
@@ -103,7 +103,7 @@ def test_committed_tables_rebuild_from_the_committed_records(folder):
     dataset = next(Record.read(p).config.dataset for p in (folder / "runs").glob("*/metrics.json"))
     committed = (folder / "table.csv").read_text()
     # the baseline its paired differences were taken to (the column diff_vs; a study may pair to another)
-    baseline = next(v for v in pd.read_csv(io.StringIO(committed))["diff_vs"].dropna())
+    baseline = next(iter(pd.read_csv(io.StringIO(committed))["diff_vs"].dropna()), "dsm_obs")
     out = CliRunner().invoke(app, ["table", "--dataset", dataset, "--results", str(folder / "runs"),
                                    "--format", "csv", "--baseline", baseline])
     assert out.exit_code == 0, out.output
@@ -123,7 +123,8 @@ def test_the_held_out_bce_table_says_where_chance_is_and_ratio_free_datasets_get
     notes = table_notes([with_ratio, record(0.05, {})])
     assert "log 2 = 0.693" in notes[("gmm2d", "ratio_val_bce")]
     assert ("gmm_hd", "ratio_val_bce") not in notes
-    out = CliRunner().invoke(app, ["table", "--results", str(ROOT / "results" / "digits_lt" / "runs")])
+    out = CliRunner().invoke(app, ["table", "--results", str(ROOT / "results" / "digits_lt" / "runs"),
+                                   "--format", "md"])
     assert out.exit_code == 0 and "worse than no ratio at all" in out.output
 
 
@@ -141,6 +142,6 @@ def test_the_held_out_bce_table_names_the_tilt_weights_selection_chose_per_row_a
     records = [run(1, chose("linear"), ratio_tilt_weights="select"), run(0, chose("classifier"),
                ratio_tilt_weights="select"), run(0, None, ratio_tilt_weights="linear")]  # nothing chosen
     note = table_notes(records)[("gmm2d", "ratio_val_bce")]
-    assert note.endswith("`--ratio-tilt-weights select`): tiw_dsm [ratio_tilt_weights=select], ref 0.05: "
+    assert note.endswith("`--ratio-option tilt_weights=select`): tiw_dsm, ref 0.05: "
                          "classifier (seed 0), linear (seed 1).")
-    assert "--ratio-tilt-weights" not in table_notes(records[2:])[("gmm2d", "ratio_val_bce")]
+    assert "tilt_weights=select" not in table_notes(records[2:])[("gmm2d", "ratio_val_bce")]

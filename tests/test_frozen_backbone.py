@@ -73,10 +73,10 @@ def test_score_backbone_trains_its_encoder_once_on_the_discriminators_training_s
     fit = score_nets.fit_score
     monkeypatch.setattr(score_nets, "fit_score", lambda *a, **k: seen.append(a[4][0]) or fit(*a, **k))
     model, _ = ratio_model_for(cfg, "time_dependent", recipe, data, tmp_path, CPU)
-    x_ref, val_ref, x_bias, val_bias = ratio_splits(data.x_ref, data.x_bias, cfg.ratio_holdout,
+    x_ref, val_ref, x_bias, val_bias = ratio_splits(data.x_ref, data.x_bias, cfg.ratio_values()["holdout"],
                                                     generator(0, "ratio_batches"))
     assert len(seen) == 1 and torch.equal(seen[0], x_bias) and len(val_bias) > 0
-    path = score_net_path(cfg, tmp_path)
+    path = score_net_path(cfg, tmp_path, 0.2)
     assert path.exists() and not path.with_suffix(".ckpt").exists()
     saved = torch.load(next((tmp_path / "_ratios").glob("*.pt")), weights_only=True)
     assert saved["config"]["backbone"] == path.stem
@@ -90,7 +90,7 @@ def test_score_backbone_trains_its_encoder_once_on_the_discriminators_training_s
     assert torch.equal(model.log_ratio(x, s), again.log_ratio(x, s))
     # the encoder is keyed by the score-training options
     other = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_backbone="score", steps=21, ratio_steps=20)
-    assert score_net_path(other, tmp_path) != path
+    assert score_net_path(other, tmp_path, 0.2) != path
     assert encoder_config(cfg).method == "dsm_obs" and encoder_config(cfg).ref_share == 0.0
 
 
@@ -144,8 +144,8 @@ def test_under_torchrun_every_process_follows_process_0s_decision_to_train_the_e
     cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_backbone="score", steps=20, ratio_steps=20)
     recipe = registry.get_dataset("gmm2d")
     data = recipe.build(0.05, 0)
-    path = score_net_path(cfg, tmp_path)
-    trained = score_nets.score_net_for(cfg, recipe, data, tmp_path / "elsewhere", CPU)
+    path = score_net_path(cfg, tmp_path, 0.2)
+    trained = score_nets.score_net_for(cfg, recipe, data, tmp_path / "elsewhere", CPU, 0.2)
     path.parent.mkdir(parents=True)
     decisions = []
 
@@ -159,7 +159,7 @@ def test_under_torchrun_every_process_follows_process_0s_decision_to_train_the_e
     monkeypatch.setattr(dist, "is_main", lambda: False)
     monkeypatch.setattr(dist, "any_rank", process_0)
     monkeypatch.setattr(score_nets, "fit_score", lambda *a, **k: pytest.fail("process 1 trained alone"))
-    net = score_nets.score_net_for(cfg, recipe, data, tmp_path, CPU)
+    net = score_nets.score_net_for(cfg, recipe, data, tmp_path, CPU, 0.2)
     assert decisions == [True, False]  # process 1 saw no file, and is not process 0
     x, c = torch.randn(4, 2), torch.randn(4)
     assert torch.equal(net.encode(x, c), trained.encode(x, c))

@@ -74,9 +74,9 @@ def test_short_tiw_dsm_run_with_the_oracle_ratio_is_unbiased(tmp_path):
     from tiwbench.run import execute
 
     # uniform draws from D_obs (π = 1/21): the weights and the correction do all the debiasing
-    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio="oracle", steps=1500, num_samples=5000, ref_share=0.0)
+    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio="exact", steps=1500, num_samples=5000, ref_share=0.0)
     record = execute(cfg, tmp_path)
-    assert record.ratio_source == "oracle"
+    assert record.ratio_source == "exact"
     assert record.metrics["bias_l2"] <= 0.05, record.shares
     # the same budget without debiasing stays biased, so the bound above can fail
     biased = execute(resolve_config("dsm_obs", "gmm2d", 0.05, steps=1500, num_samples=5000, ref_share=0.0),

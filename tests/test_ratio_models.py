@@ -316,12 +316,17 @@ def test_the_discriminators_sigma_proposals():
 def test_a_ratio_cache_is_keyed_by_the_options_that_differ_from_their_legacy_values():
     """An option added later with the old behaviour as its legacy value (ratio_sigma) leaves the
     caches made before it their keys; one set to a new value keys a new cache."""
-    from tiwbench.config import ratio_cache_fields, resolve_config
+    from tiwbench.config import resolve_config
+    from tiwbench.ratio_cache import cache_fields, train_config
+
+    def ratio_cache_fields(cfg):
+        return cache_fields(train_config(cfg, cfg.ratio_values()))
 
     default = ratio_cache_fields(resolve_config("tiw_dsm", "gmm2d", 0.05))
     assert "sigma" not in default and default["prior"] is True and default["holdout"] == 0.2
-    assert ratio_cache_fields(resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_sigma="edm"))["sigma"] == "edm"
-    legacy = ratio_cache_fields(resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_prior=False))
+    edm = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_options=(("sigma", "edm"),))
+    assert ratio_cache_fields(edm)["sigma"] == "edm"
+    legacy = ratio_cache_fields(resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_options=(("prior", False),)))
     assert "prior" not in legacy and legacy["steps"] == default["steps"]  # no legacy: always a key
 
 

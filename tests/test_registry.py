@@ -81,7 +81,7 @@ def test_broken_plugin_does_not_break_list(tmp_path, monkeypatch):
 
 
 def test_unknown_name_lists_the_available_ones():
-    with pytest.raises(TiwbenchError, match="unknown method 'nope'; available: dsm_obs, dsm_ref"):
+    with pytest.raises(TiwbenchError, match="unknown method 'nope'; available: dsm_mix, dsm_obs, dsm_ref"):
         registry.load("method", "nope")
 
 

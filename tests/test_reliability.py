@@ -84,7 +84,7 @@ def test_an_unreadable_record_is_skipped_with_a_warning_and_not_finished(tmp_pat
     (tmp_path / cfg.run_id / "metrics.json").write_text(bad)
     out = runner.invoke(app, ["table", "--results", str(tmp_path), "--format", "csv"])
     assert out.exit_code == 0 and "skipped: cannot use the run record" in out.output
-    assert "gmm2d,dsm_obs,0.05,1,bias_l2,0.5,0,1" in out.output
+    assert "gmm2d,dsm_obs,,,0.05,1,bias_l2,0.5,0,1" in out.output
     assert unfinished([cfg], tmp_path) == [cfg]  # a sweep computes it again
 
 
@@ -94,7 +94,7 @@ def test_a_copied_run_folder_is_counted_once(tmp_path):
         (tmp_path / folder / "metrics.json").write_text(json.dumps(record_json()))
     out = runner.invoke(app, ["table", "--results", str(tmp_path), "--format", "csv"])
     assert out.exit_code == 0 and "a copy of run" in out.output
-    assert "gmm2d,dsm_obs,0.05,1,bias_l2,0.5,0,1" in out.output
+    assert "gmm2d,dsm_obs,,,0.05,1,bias_l2,0.5,0,1" in out.output
 
 
 def test_run_recomputes_over_an_empty_record(tmp_path):

@@ -88,3 +88,41 @@ def test_report_closes_with_the_summary_file_and_refuses_a_missing_one(tmp_path)
     md = (out_dir / "table.md").read_text()
     assert f"Made by `tiwbench report --dataset gmm2d --results {runs} --out {out_dir} --baseline dsm_ref`" in md
     assert "difference to dsm_ref, paired by seed" in md
+
+
+def test_report_removes_only_stale_records_of_its_own_dataset(tmp_path):
+    """OUT/runs may be a results folder in use: a report removes the records of its dataset that
+    it no longer shows, and nothing else — other datasets' runs, caches, unfinished runs, links."""
+    import json
+
+    from tiwbench.record import Record
+
+    def record(dataset, seed):
+        return Record.from_dict({"config": {"method": "dsm_ref", "dataset": dataset, "ref": 0.05, "seed": seed,
+                                            "ratio": "none"}, "metrics": {"bias_l2": 0.1}, "ratio_source": "none",
+                                 "ratio_kind": None, "shares": [0.25] * 4, "target_shares": [0.25] * 4,
+                                 "feature_space": "data"})
+
+    runs, out_dir = tmp_path / "runs", tmp_path / "out"
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "metrics.json").write_text(record("gmm2d", 0).to_json())
+    kept = out_dir / "runs"
+    for name, rec in (("other-dataset", record("gmm_hd", 0)), ("stale", record("gmm2d", 5))):
+        (kept / name).mkdir(parents=True)
+        (kept / name / "metrics.json").write_text(rec.to_json())
+    (kept / "_ratios").mkdir()
+    (kept / "_ratios" / "model.pt").write_bytes(b"x")
+    (kept / "unfinished").mkdir()
+    (kept / "unfinished" / "config.json").write_text(json.dumps({"dataset": "gmm2d"}))
+    (kept / "with-checkpoint").mkdir()
+    (kept / "with-checkpoint" / "metrics.json").write_text(record("gmm2d", 6).to_json())
+    (kept / "with-checkpoint" / "checkpoint.pt").write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "metrics.json").write_text(record("gmm2d", 7).to_json())
+    (kept / "link").symlink_to(tmp_path / "elsewhere")
+    out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--results", str(runs), "--out", str(out_dir)])
+    assert out.exit_code == 0, out.output
+    left = {p.name for p in kept.iterdir()}
+    assert "stale" not in left
+    assert {"other-dataset", "_ratios", "unfinished", "with-checkpoint", "link"} <= left
+    assert (tmp_path / "elsewhere" / "metrics.json").exists()

@@ -4,6 +4,7 @@ coverage metrics with their ranking direction."""
 import torch
 
 from tiwbench.evaluate import prdc_metrics
+from tiwbench.methods.dsm_mix import DSMMix
 from tiwbench.methods.dsm_obs import DSMObs
 from tiwbench.methods.dsm_ref import DSMRef
 from tiwbench.record import Record
@@ -28,11 +29,14 @@ def test_stratified_batches_hold_exactly_the_reference_share():
 
 def test_training_set_sets_pi_to_the_stratified_share(gmm2d_data):
     data = gmm2d_data
-    x, pi, strata = training_set(DSMObs(), data, 0.5)
+    x, pi, strata = training_set(DSMMix(), data, 0.5)
     assert pi == 0.5 and strata == (len(data.x_ref), 0.5) and len(x) == len(data.x_bias) + len(data.x_ref)
     assert torch.equal(x[-len(data.x_ref):], data.x_ref)
-    _, pi, strata = training_set(DSMObs(), data, 0.0)
+    _, pi, strata = training_set(DSMMix(), data, 0.0)
     assert strata == () and pi == len(data.x_ref) / (len(data.x_bias) + len(data.x_ref))
+    # dsm_obs is the paper's DSM(obs): uniform draws whatever the share
+    _, pi_obs, strata = training_set(DSMObs(), data, 0.5)
+    assert strata == () and pi_obs == pi
     assert training_set(DSMRef(), data, 0.5)[1:] == (1.0, ())
 
 

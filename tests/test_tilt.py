@@ -114,8 +114,9 @@ def test_the_base_option_names_new_runs_only():
             != resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_limit_base="linear").run_id)
     assert (resolve_config("iw_dsm", "gmm2d", 0.05).run_id
             == resolve_config("iw_dsm", "gmm2d", 0.05, ratio_limit_base="linear").run_id)
-    assert "ratio_limit_base" in unused_fields(resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_limit=False),
-                                               "time_dependent", "obs")
+    without_limit = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_limit=False)
+    assert "limit_base" not in dict(without_limit.ratio_options)  # reset: no large-σ term to build a base on
+    assert "ratio_options" not in unused_fields(without_limit, "time_dependent", "obs")
 
 
 def test_the_tilt_weights_option_names_tilted_runs_only():
@@ -128,11 +129,12 @@ def test_the_tilt_weights_option_names_tilted_runs_only():
     assert old.ratio_tilt_weights == "linear"
     default = resolve_config("tiw_dsm", "gmm2d", 0.05)
     assert default.run_id != resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_tilt_weights="linear").run_id
-    for method, options in (("iw_dsm", {}), ("tiw_dsm", {"ratio_limit_base": "linear"}),
-                            ("tiw_dsm", {"ratio": "oracle"})):
+    for method, options in (("iw_dsm", {}), ("tiw_dsm", {"ratio_limit_base": "linear"})):
         assert (resolve_config(method, "gmm2d", 0.05, **options).run_id
                 == resolve_config(method, "gmm2d", 0.05, ratio_tilt_weights="classifier", **options).run_id)
-    with pytest.raises(TiwbenchError, match="--ratio-tilt-weights select chooses on held-out data"):
+    with pytest.raises(TiwbenchError, match="estimator 'exact' has no option 'tilt_weights'"):
+        resolve_config("tiw_dsm", "gmm2d", 0.05, ratio="exact", ratio_options=(("tilt_weights", "classifier"),))
+    with pytest.raises(TiwbenchError, match="tilt_weights=select chooses on held-out data"):
         resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_holdout=0.0)
     assert resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_holdout=0.0, ratio_tilt_weights="linear")
     assert resolve_config("iw_dsm", "gmm2d", 0.05, ratio_holdout=0.0)  # no tilt, nothing to select
@@ -242,7 +244,7 @@ def test_classifier_weights_are_trained_chosen_recorded_and_cached(tmp_path, ref
     from tiwbench import registry
     from tiwbench.config import classifier_config, resolve_config
     from tiwbench.ratio import classifier_log_w
-    from tiwbench.ratio_cache import ratio_model_for, tilt_base
+    from tiwbench.ratio_cache import ratio_model_for, tilt_base, train_config
 
     cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio_steps=60, ratio_refit=refit,
                          ratio_tilt_weights="classifier")
@@ -253,10 +255,10 @@ def test_classifier_weights_are_trained_chosen_recorded_and_cached(tmp_path, ref
     assert fit["tilt"]["weights"] == "classifier" and set(fit["tilt"]["clean_val_bce"]) == {"classifier"}
     (cache,) = (tmp_path / "_ratios").glob("*time_independent*.pt")  # the one iw_dsm uses:
     iw = resolve_config("iw_dsm", "gmm2d", 0.05, ratio_steps=60, ratio_refit=refit)
-    assert classifier_config(cfg).ratio_config() == iw.ratio_config()
+    assert classifier_config(cfg).ratio_options == iw.ratio_options
     classifier, _ = ratio_model_for(iw, "time_independent", recipe, data, tmp_path, cpu)
     assert list((tmp_path / "_ratios").glob("*time_independent*.pt")) == [cache]
-    points = trained.base_points(tilt_base(cfg, data))
+    points = trained.base_points(tilt_base(train_config(cfg, cfg.ratio_values()), cfg.seed, data))
     assert torch.allclose(trained.tilt_log_w, classifier_log_w(classifier)(points))
     assert not torch.allclose(trained.tilt_log_w, trained.linear_log_w(points))
     cache.unlink()
@@ -294,7 +296,7 @@ def test_a_run_without_held_out_data_keeps_the_classifier_weights_and_writes_its
     from tiwbench.cli import app
 
     out = CliRunner().invoke(app, ["run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.05",
-                                   "--ratio-holdout", "0", "--ratio-tilt-weights", "classifier",
+                                   "--ratio-option", "holdout=0", "--ratio-option", "tilt_weights=classifier",
                                    "--results", str(tmp_path), *FAST])
     assert out.exit_code == 0, out.output
     (path,) = tmp_path.glob("*/metrics.json")

@@ -3,9 +3,12 @@
 Importing the package is cheap; the heavy modules (torch, pandas) load on use.
 """
 
-__version__ = "0.1.0"
-
 from pathlib import Path as _Path
+
+__version__ = "0.2.0"
+# The plugin API (docs/plugins.md). Version 2 added ratio estimators; the names that version 1
+# had and 2 dropped stay, for this release, as aliases that warn.
+PLUGIN_API_VERSION = 2
 
 DEFAULT_RESULTS = _Path("results/runs")  # where runs are recorded unless --results says otherwise
 

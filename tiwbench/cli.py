@@ -10,7 +10,7 @@ import typer
 
 from . import DEFAULT_RESULTS, default_out
 from .cli_options import with_run_options
-from .config import FIELDS
+from .config import FIELDS, format_value
 from .errors import Interrupted, TiwbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 ResultsOpt = typer.Option(DEFAULT_RESULTS, "--results", help="Folder of run records.")
 BaselineOpt = typer.Option("dsm_obs", help="Row the paired differences are taken to: a method, or a method "
-                           "with the exact ratio (e.g. tiw_dsm+oracle).")
+                           "with a ratio estimator other than the default (e.g. tiw_dsm+exact).")
 DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:N, or auto.")
 DataRootOpt = typer.Option(None, envvar="TIWBENCH_DATA", help="Folder of local datasets.")
 CompileOpt = typer.Option(None, "--compile/--no-compile",
@@ -34,10 +34,11 @@ def fail(message: str, code: int = 2) -> None:
 def run_options(options: dict, device: str) -> dict:
     """The run settings of `run` and `sweep`, resolved: dataset options parsed, precision 'auto'
     made concrete for the device."""
-    from .config import parse_dataset_options
+    from .config import parse_dataset_options, parse_ratio_options
     from .run import resolve_device, resolve_precision
 
     return {**options, "dataset_options": parse_dataset_options(options["dataset_options"]) or None,
+            "ratio_options": parse_ratio_options(options["ratio_options"]) or None,
             "precision": resolve_precision(options["precision"], resolve_device(device))}
 
 
@@ -144,7 +145,8 @@ def sweep(
 @user_errors
 def table(
     dataset: str | None = typer.Option(None, help="Only this dataset."),
-    format: str = typer.Option("md", "--format", help="md | latex (wide, per metric) or csv (long)."),
+    format: str = typer.Option("summary", "--format", help="summary (one compact table per dataset and "
+                               "reference size) | md | latex (every metric, wide) | csv (long, tidy)."),
     baseline: str = BaselineOpt,
     ratio_error: bool = typer.Option(False, "--ratio-error",
                                      help="Instead: the learned ratio's error by σ (md or csv)."),
@@ -154,9 +156,16 @@ def table(
     from .record import load_records
     from .results import long_table, ratio_error_markdown, ratio_error_table, render, table_notes
 
-    if format not in ("md", "latex", "csv") or (ratio_error and format == "latex"):
-        fail(f"--format must be md, latex or csv (md or csv with --ratio-error), got {format!r}")
+    if ratio_error and format == "summary":
+        format = "md"
+    if format not in ("summary", "md", "latex", "csv") or (ratio_error and format == "latex"):
+        fail(f"--format must be summary, md, latex or csv (md or csv with --ratio-error), got {format!r}")
     records = load_records(results)
+    if format == "summary" and not ratio_error:
+        from .console import print_main_tables
+
+        print_main_tables(long_table(records, dataset, baseline), results)
+        return
     if ratio_error:
         df = ratio_error_table(records, dataset)
         text = ratio_error_markdown(df) if format == "md" else df.to_csv(index=False, float_format="%.6g")
@@ -206,13 +215,17 @@ def report(
 @app.command("list")
 @user_errors
 def list_():
-    """List the registered methods and datasets with a one-line description each."""
-    from .registry import describe
+    """List the registered methods, datasets and ratio estimators (with their options)."""
+    from .registry import describe, load
 
-    for kind in ("method", "dataset"):
-        typer.echo(f"{kind}s:")
+    for kind, title in (("method", "methods"), ("dataset", "datasets"), ("ratio", "ratio estimators (--ratio)")):
+        typer.echo(f"{title}:")
         for name, text in describe(kind):
             typer.echo(f"  {name:<14} {text}")
+            if kind == "ratio" and not text.startswith("[broken]"):
+                cls = load(kind, name)
+                for o in cls.options:
+                    typer.echo(f"      {f'--ratio-option {o.name}={format_value(o.default)}':<42} {o.help}")
 
 
 def _terminate(signum, frame):

@@ -15,9 +15,9 @@ def _param(f) -> inspect.Parameter:
     """The command parameter of one RunConfig field (None = the dataset's or the field's default)."""
     meta = f.metadata
     kind = field_type(f)
-    if f.name == "dataset_options":
-        return inspect.Parameter("dataset_options", inspect.Parameter.KEYWORD_ONLY,
-                                 default=typer.Option(None, "--dataset-option", help=meta["help"]),
+    if f.name in ("dataset_options", "ratio_options"):
+        return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                 default=typer.Option(None, flag(f.name)[:-1], help=meta["help"]),
                                  annotation=list[str] | None)
     default = format_value(f.default) if kind is not bool else ("on" if f.default else "off")
     if f.name == "precision":

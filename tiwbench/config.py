@@ -12,11 +12,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .bands import SIGMA_PROPOSALS, TILT_WEIGHTS
 from .errors import TiwbenchError
 from .streams import digest
 
-RATIO_SOURCES = ("trained", "oracle")
 PRECISIONS = ("fp32", "tf32", "bf16")
 MAX_SEED = 2**63 - 100  # torch seeds are 64-bit; named streams add small offsets
 
@@ -73,8 +71,6 @@ class RunConfig:
                        else f"must be an integer in [0, {MAX_SEED}]")
     alpha: float = option(1.0, "Weight/correction temperature α (1 = theory, 0 = DSM(obs)).", cli=False,
                           check=at_least(0))
-    ratio: str = option("trained", "Density ratio for ratio-based methods: trained | oracle.",
-                        check=one_of(*RATIO_SOURCES), dataset_default=False)
     steps: int = option(4000, "Score-network training steps.", check=at_least(1))
     batch_size: int = option(512, "Training batch size.", check=at_least(1))
     lr: float = option(1e-3, "Adam learning rate.", check=positive)
@@ -85,57 +81,22 @@ class RunConfig:
                               legacy=0.0)
     ema_decay: float = option(0.999, "EMA decay of the score network's weights, in [0, 1).",
                               check=lambda v: None if _finite(v) and 0 <= v < 1 else "must be in [0, 1)")
-    ratio_steps: int = option(6000, "Discriminator training steps.", check=at_least(1), ratio_training=True)
-    ratio_batch_size: int = option(512, "Discriminator batch size (half D_bias, half D_ref).", check=at_least(2),
+    ratio_steps: int = option(6000, "Ratio-model training steps (estimators that train).", check=at_least(1),
+                              ratio_training=True)
+    ratio_batch_size: int = option(512, "Ratio-model batch size (half D_bias, half D_ref).", check=at_least(2),
                                    ratio_training=True)
-    ratio_lr: float = option(1e-3, "Discriminator AdamW learning rate.", check=positive, ratio_training=True)
-    ratio_weight_decay: float = option(1e-2, "Discriminator AdamW weight decay.", check=at_least(0),
-                                       ratio_training=True, legacy=0.0)
-    ratio_holdout: float = option(0.2, "Share of D_ref and D_bias held out to select the discriminator "
-                                  "(0 = train all steps, keep the last).",
-                                  check=lambda v: None if _finite(v) and 0 <= v <= 0.5 else "must be in [0, 0.5]",
-                                  ratio_training=True, legacy=0.0)
-    ratio_patience: int = option(1500, "Stop the discriminator after this many steps without a held-out "
-                                 "improvement.", check=at_least(1), ratio_training=True)
-    ratio_select: str = option("band", "Discriminator state kept: band (best held-out BCE per σ band) | "
-                               "global (best mean) | last.", check=one_of("band", "global", "last"),
-                               ratio_training=True)
-    ratio_limit: bool = option(True, "Build the exact large-σ limit into the time-dependent discriminator "
-                               "(a linear term from the two sets' means).", ratio_training=True, legacy=False)
-    ratio_limit_var: str = option("delta", "Variance in the large-σ term's denominator: delta (the two sets' "
-                                  "pooled variance along their mean difference) | sigma_data (σ_data², "
-                                  "right for isotropic data only).", check=one_of("delta", "sigma_data"),
-                                  ratio_training=True, legacy="sigma_data")
-    ratio_limit_base: str = option("tilt", "What the discriminator's network adds to (with --ratio-limit): linear "
-                                   "(the large-σ term alone) | tilt (the exact noised log-ratio of D_bias's "
-                                   "training split tilted by that term's clean-data value: the same limit at "
-                                   "large σ, the tilt's per-point weights at small σ).",
-                                   check=one_of("linear", "tilt"), ratio_training=True, legacy="linear")
-    ratio_tilt_weights: str = option("select", "The tilted base's clean weights w_0 (with --ratio-limit-base "
-                                     "tilt): linear (the large-σ term's clean value) | classifier (the "
-                                     "time-independent discriminator's ratio, iw_dsm's, trained on the same "
-                                     "split) | select (of the two, the one with the lower clean BCE on the "
-                                     "discriminator's held-out data).",
-                                     check=one_of(*TILT_WEIGHTS), ratio_training=True,
-                                     legacy="linear")
-    ratio_refit: bool = option(False, "After held-out selection, retrain the discriminator on all of D_ref and "
-                               "D_bias for the selected number of steps per σ band.", ratio_training=True)
-    ratio_prior: bool = option(True, "Keep the untrained discriminator, its output layer at zero (the large-σ "
-                               "term alone, or w = 1), as a selection candidate: a σ band keeps it where no "
-                               "trained state beats it on held-out data.", ratio_training=True, legacy=False)
+    ratio_lr: float = option(1e-3, "Ratio-model learning rate.", check=positive, ratio_training=True)
     ratio_backbone: str = option("scratch", "Discriminator backbone: scratch (the dataset's own network, trained "
                                  "from scratch) | score (a small trained head on the frozen encoder of a score "
                                  "network with dsm_obs's training options, trained once per data and seed on the "
                                  "discriminator's training split of D_bias only, and cached) | FILE (the same "
                                  "head on a frozen TorchScript encoder (x_in, c_noise) -> (B, F)).",
                                  check=backbone_error, ratio_training=True)
-    ratio_sigma: str = option("log_uniform", "σ at which the time-dependent discriminator trains: log_uniform "
-                              "(over [0.002, 80], every level the sampler visits) | edm (the score network's "
-                              "log-normal, where TIW-DSM's loss weighs the correction's error) | mixed "
-                              "(half each).",
-                              check=one_of(*SIGMA_PROPOSALS), ratio_training=True, legacy="log_uniform")
-    ratio_sigma_floor: float = option(0.0, "Below this σ (in units of σ_data) the discriminator's network sees "
-                                      "this σ (0 = off).", check=at_least(0), ratio_training=True)
+    ratio: str = option("discriminator", "Density-ratio estimator of ratio-based methods (see `tiwbench list`): "
+                        "discriminator | exact (analytic datasets) | paper | a plugin's.", dataset_default=False)
+    ratio_options: tuple[tuple[str, Any], ...] = option(
+        (), "KEY=VALUE for the ratio estimator (its options: `tiwbench list`); repeatable.",
+        dataset_default=False, ratio_training=True)
     sample_steps: int = option(18, "Heun sampler steps.", check=at_least(2))
     fid_ref: str = option("eval", "FID reference statistics: eval (the evaluation set) | train (the dataset's "
                           "balanced training set, the paper's protocol) [dataset default].",
@@ -157,10 +118,37 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """Digest of the fields that differ from their defaults (the first three always count),
-        so that a field added later with a default keeps existing runs' names."""
+        so that a field added later with a default keeps existing runs' names. The built-in
+        estimators are named as before they were plugins: the discriminator's options as the
+        run options `ratio_<name>` they were, the exact ratio as `oracle`."""
         identity = {f.name: getattr(self, f.name) for f in fields(self)
                     if f.default is MISSING or getattr(self, f.name) != neutral(f)}
+        identity.pop("ratio_options", None)
+        if self.ratio in LEGACY_RATIO_NAMES.values():
+            identity.update({f"ratio_{k}": v for k, v in self.ratio_options})
+            if "ratio" in identity:
+                identity["ratio"] = {v: k for k, v in LEGACY_RATIO_NAMES.items()}[self.ratio]
+        elif self.ratio_options:
+            identity["ratio_options"] = [list(kv) for kv in self.ratio_options]
         return f"{self.dataset}-{self.method}-ref{self.ref:g}-a{self.alpha:g}-s{self.seed}-{digest(identity)}"
+
+    def __getattr__(self, name: str):
+        """`cfg.ratio_holdout` and the like, from before the discriminator's options moved to
+        `ratio_options`: deprecated aliases for one release."""
+        key = name.removeprefix("ratio_")
+        if name.startswith("ratio_") and key in LEGACY_DISCRIMINATOR_FIELDS:
+            import warnings
+
+            warnings.warn(f"RunConfig.{name} is deprecated; use cfg.ratio_values()[{key!r}]", DeprecationWarning,
+                          stacklevel=2)
+            return self.ratio_values().get(key, dict(self.ratio_options).get(key))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def ratio_values(self) -> dict:
+        """Every option of this run's ratio estimator, its stored ones over their neutral values."""
+        from .estimators.base import type_of
+
+        return type_of(self.ratio).values(self.ratio_options)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -171,18 +159,22 @@ class RunConfig:
         Fields missing from older records take their defaults."""
         if not isinstance(d, dict):
             raise TiwbenchError("config is not a JSON object")
+        if "ratio_options" not in d:  # written before ratio estimators were plugins
+            d = legacy_config(d)
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise TiwbenchError(f"unknown config fields {', '.join(sorted(unknown))} (a newer tiwbench?)")
         values = {**{f.name: f.metadata["legacy"] for f in fields(cls)
                      if f.metadata["legacy"] is not MISSING and f.name not in d}, **d}
-        if "dataset_options" in values:
-            try:
-                values["dataset_options"] = tuple((str(k), str(v)) for k, v in values["dataset_options"])
-            except (TypeError, ValueError):
-                raise TiwbenchError("config field dataset_options is not a list of [key, value]") from None
+        for name in ("dataset_options", "ratio_options"):
+            if name in values:
+                try:
+                    values[name] = tuple((str(k), v if name == "ratio_options" else str(v))
+                                         for k, v in values[name])
+                except (TypeError, ValueError):
+                    raise TiwbenchError(f"config field {name} is not a list of [key, value]") from None
         for f in fields(cls):
-            if f.name in values and f.name != "dataset_options":
+            if f.name in values and f.name not in ("dataset_options", "ratio_options"):
                 values[f.name] = _coerce(f, values[f.name])
         try:
             return cls(**values)
@@ -196,20 +188,31 @@ class RunConfig:
                            ema_decay=self.ema_decay, accum=self.accum, warmup=self.warmup,
                            grad_clip=self.grad_clip, xflip=self.xflip, strata=strata)
 
-    def ratio_config(self):
-        """The ratio-training fields, without their prefix, as the trainer's config."""
-        from .ratio import RatioTrainConfig
 
-        return RatioTrainConfig(**{name.removeprefix("ratio_"): getattr(self, name) for name in RATIO_FIELDS})
+# The built-in estimators' names before they were plugins (`--ratio trained|oracle`): old records
+# read as the new names, and run ids keep the old ones (RunConfig.run_id).
+LEGACY_RATIO_NAMES = {"trained": "discriminator", "oracle": "exact"}
+# The discriminator's options were run options `ratio_<name>`; their values before each existed
+LEGACY_DISCRIMINATOR_FIELDS = ("weight_decay", "holdout", "patience", "select", "limit", "limit_var", "limit_base",
+                               "tilt_weights", "refit", "prior", "sigma", "sigma_floor")
 
 
-def ratio_cache_fields(cfg: RunConfig) -> dict:
-    """The ratio-training options that key a cached ratio model: all but those at their legacy
-    value, so that an option added later (with the behaviour before it as its legacy) keeps the
-    caches made before it, as run ids do."""
-    legacy = {name.removeprefix("ratio_"): FIELDS[name].metadata["legacy"] for name in RATIO_FIELDS}
-    return {k: v for k, v in asdict(cfg.ratio_config()).items()
-            if legacy.get(k, MISSING) is MISSING or v != legacy[k]}
+def legacy_config(d: dict) -> dict:
+    """A configuration written before ratio estimators were plugins, in today's terms: `trained`
+    is the discriminator (its `ratio_*` fields its options, absent ones at their values from
+    before they existed), `oracle` the exact ratio; `dsm_obs` with stratified batches is what
+    is now `dsm_mix` (dsm_obs draws uniformly from D_obs, as the paper's DSM(obs))."""
+    from .estimators.base import type_of
+
+    d = dict(d)
+    popped = {k: d.pop(f"ratio_{k}") for k in LEGACY_DISCRIMINATOR_FIELDS if f"ratio_{k}" in d}
+    d["ratio"] = LEGACY_RATIO_NAMES.get(d.get("ratio", "trained"), d.get("ratio", "trained"))
+    options = type_of("discriminator").options
+    d["ratio_options"] = [] if d["ratio"] != "discriminator" else sorted(
+        [o.name, popped.get(o.name, o.neutral)] for o in options if popped.get(o.name, o.neutral) != o.neutral)
+    if d.get("method") == "dsm_obs" and d.get("ref_share", 0.0) != 0.0:
+        d["method"] = "dsm_mix"
+    return d
 
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
@@ -274,6 +277,8 @@ def parse_dataset_options(items: list[str] | None) -> tuple[tuple[str, str], ...
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise TiwbenchError(f"--dataset-option takes KEY=VALUE, got {item!r}")
+        if key.strip() in out:
+            raise TiwbenchError(f"--dataset-option {key.strip()} is given twice")
         out[key.strip()] = canonical(value.strip())
     return tuple(sorted(out.items()))
 
@@ -307,7 +312,7 @@ def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfi
 
     method_cls = registry.load("method", method)
     recipe_cls = registry.load("dataset", dataset)
-    given = {k: v for k, v in options.items() if v is not None}
+    given = _deprecated_ratio_options({k: v for k, v in options.items() if v is not None})
     unknown = set(given) - set(FIELDS)
     if unknown:
         raise TiwbenchError(f"unknown run options: {', '.join(sorted(unknown))}")
@@ -322,49 +327,109 @@ def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfi
     if values.get("fid_ref") == "train" and not recipe_cls.has_fid_train:
         raise TiwbenchError(f"--fid-ref train needs a balanced training set, which dataset {dataset!r} "
                             "does not have; use --fid-ref eval")
-    ratio = values.get("ratio", "trained")
-    if ratio == "oracle" and method_cls.ratio and not recipe_cls.has_exact_ratio:
-        raise TiwbenchError(f"--ratio oracle needs an exact density ratio, which dataset "
-                            f"{dataset!r} does not have")
-    values["ratio"] = ratio
+    values["ratio"], values["ratio_options"] = _ratio_choice(method_cls, recipe_cls, values)
     cfg = for_method(RunConfig(method=method, dataset=dataset, **values), method, method_cls.ratio,
-                     method_cls.train_on)
-    if cfg.ratio_tilt_weights == "select" and cfg.ratio_holdout == 0:
-        raise TiwbenchError("--ratio-tilt-weights select chooses on held-out data, which --ratio-holdout 0 "
-                            "leaves none of; pass --ratio-tilt-weights linear or classifier")
+                     method_cls.train_on, method_cls.stratified_batches)
     return cfg
 
 
+def _ratio_choice(method_cls, recipe_cls, values: dict) -> tuple[str, tuple]:
+    """The estimator's name and its options as stored (typed, checked against its declaration,
+    those that differ from their neutral values), before any work starts."""
+    from .estimators.base import type_of
+
+    estimator = type_of(values.get("ratio", "discriminator"))
+    given: dict = {}
+    for key, value in values.get("ratio_options", ()):
+        if key in given:
+            raise TiwbenchError(f"--ratio-option {key} is given twice")
+        option = estimator.option(key)
+        given[key] = option.parse(value) if isinstance(value, str) and option.type is not str else \
+            option.validate(value)
+    if method_cls.ratio and method_cls.ratio not in estimator.kinds:
+        raise TiwbenchError(f"ratio estimator {estimator.name!r} does not estimate the {method_cls.ratio} "
+                            f"ratio that method {method_cls.name!r} needs")
+    if method_cls.ratio and estimator.needs_exact and not recipe_cls.has_exact_ratio:
+        raise TiwbenchError(f"--ratio {estimator.name} needs an exact density ratio, which dataset "
+                            f"{recipe_cls.name!r} does not have")
+    effective = {**{o.name: o.default for o in estimator.options}, **given}
+    # options the method's kind of fit ignores are at their neutral values when checked together
+    problem = estimator().check(estimator.values(estimator.normalise(method_cls.ratio, effective))) \
+        if method_cls.ratio else None
+    if problem:
+        raise TiwbenchError(f"--ratio {estimator.name}: {problem}")
+    return estimator.name, estimator.normalise(method_cls.ratio, effective)
+
+
+def _deprecated_ratio_options(given: dict) -> dict:
+    """Scripts written before ratio estimators were plugins pass `ratio_holdout=0.1` or
+    `ratio="oracle"`: still accepted for one release, with a DeprecationWarning."""
+    import warnings
+
+    legacy = {k: given.pop(f"ratio_{k}") for k in LEGACY_DISCRIMINATOR_FIELDS if f"ratio_{k}" in given}
+    if legacy:
+        warnings.warn(f"resolve_config(ratio_<name>=...) is deprecated; pass ratio_options="
+                      f"{tuple(legacy.items())!r}", DeprecationWarning, stacklevel=3)
+        given["ratio_options"] = tuple(given.get("ratio_options", ())) + tuple(legacy.items())
+    if given.get("ratio") in LEGACY_RATIO_NAMES:
+        new = LEGACY_RATIO_NAMES[given["ratio"]]
+        warnings.warn(f"ratio={given['ratio']!r} is deprecated; use ratio={new!r}", DeprecationWarning,
+                      stacklevel=3)
+        given["ratio"] = new
+    return given
+
+
+def parse_ratio_options(items: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """['holdout=0.1'] -> (('holdout', '0.1'),): typed and checked by resolve_config against the
+    estimator's declaration; a key given twice is refused there."""
+    out = []
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TiwbenchError(f"--ratio-option takes KEY=VALUE, got {item!r}")
+        out.append((key.strip(), value.strip()))
+    return tuple(out)
+
+
 def classifier_config(cfg: RunConfig) -> RunConfig:
-    """The options of the time-independent discriminator that a tilted base with classifier
-    weights stands on: `cfg` as iw_dsm's, so that both share one cached model."""
+    """The options of the time-independent model that a tilted base with classifier weights
+    stands on: `cfg` as iw_dsm's, so that both share one cached model."""
     return for_method(cfg, cfg.method, "time_independent", "obs")
 
 
-def for_method(cfg: RunConfig, method: str, ratio_kind: str | None, train_on: str | None) -> RunConfig:
-    """`cfg` as a run of `method` (of that ratio kind and training set): the options it does not
-    use reset to their neutral values, so that they do not split its identity."""
+def for_method(cfg: RunConfig, method: str, ratio_kind: str | None, train_on: str | None,
+               stratified: bool | None = True) -> RunConfig:
+    """`cfg` as a run of `method` (of that ratio kind, training set and batch scheme): the
+    options it does not use reset to their neutral values, so that they do not split its identity."""
     cfg = replace(cfg, method=method, ratio=cfg.ratio if ratio_kind else "none")
-    return replace(cfg, **{name: neutral(FIELDS[name]) for name in unused_fields(cfg, ratio_kind, train_on)})
+    cfg = replace(cfg, **{name: neutral(FIELDS[name])
+                          for name in unused_fields(cfg, ratio_kind, train_on, stratified)})
+    if ratio_kind:
+        from .estimators.base import type_of
+
+        estimator = type_of(cfg.ratio)
+        cfg = replace(cfg, ratio_options=estimator.normalise(ratio_kind, estimator.values(cfg.ratio_options)))
+    return cfg
 
 
-def unused_fields(cfg: RunConfig, ratio_kind: str | None, train_on: str | None) -> list[str]:
-    """The fields a run of a method with this ratio kind and training set does not use:
-    resolve_config resets them, tables do not set rows apart by them (results.run_setting).
-    `train_on` None: a record from before it was recorded (ref_share then counts as used)."""
+def unused_fields(cfg: RunConfig, ratio_kind: str | None, train_on: str | None,
+                  stratified: bool | None = True) -> list[str]:
+    """The fields a run of a method with this ratio kind, training set and batch scheme does not
+    use: resolve_config resets them, tables do not set rows apart by them (results.run_setting).
+    `train_on` None: a record from before it was recorded (ref_share then counts as used);
+    `stratified` False: a method that ignores --ref-share (dsm_obs draws uniformly)."""
     unused = [] if ratio_kind else ["alpha"]
-    if train_on not in (None, "obs"):
+    if train_on not in (None, "obs") or stratified is False:
         unused.append("ref_share")
-    if cfg.ratio != "trained":
-        unused += RATIO_FIELDS
-    else:
-        if ratio_kind != "time_dependent":  # trained on clean data only
-            unused.append("ratio_sigma")
-        if ratio_kind != "time_dependent" or not cfg.ratio_limit:  # no large-σ term to scale
-            unused += ["ratio_limit_var", "ratio_limit_base"]
-        if "ratio_limit_base" in unused or cfg.ratio_limit_base != "tilt":  # no tilt to weigh
-            unused.append("ratio_tilt_weights")
-    return unused
+    if not ratio_kind or cfg.ratio == "none":
+        return unused + list(RATIO_FIELDS)
+    from .estimators.base import type_of
+
+    try:
+        shared = type_of(cfg.ratio).shared
+    except TiwbenchError:  # a record of an estimator not installed here: it counts as using them all
+        return unused
+    return unused + [name for name in RATIO_FIELDS if name != "ratio_options" and name not in shared]
 
 
 def cli_flags(values: dict, defaults: dict) -> list[str]:
@@ -372,6 +437,9 @@ def cli_flags(values: dict, defaults: dict) -> list[str]:
     from `defaults`, in declaration order: the inverse of the CLI's parsing."""
     out = []
     for f in CLI_FIELDS:
+        if f.name == "ratio_options" and f.name in values:
+            out += ratio_option_flags(values.get("ratio", "discriminator"), values[f.name])
+            continue
         if f.name not in values or values[f.name] == defaults.get(f.name, f.default):
             continue
         value = values[f.name]
@@ -384,7 +452,25 @@ def cli_flags(values: dict, defaults: dict) -> list[str]:
     return out
 
 
+def ratio_option_flags(ratio: str, stored) -> list[str]:
+    """`--ratio-option KEY=VALUE` for each option of estimator `ratio` whose value (from the
+    stored options) differs from its default."""
+    if ratio == "none":
+        return []
+    from .estimators.base import type_of
+
+    try:
+        estimator = type_of(ratio)
+    except TiwbenchError:  # not installed here: what was stored
+        return [f"--ratio-option {k}={format_value(v)}" for k, v in stored]
+    return [f"--ratio-option {o.name}={format_value(v)}" for o, v in zip(estimator.options,
+                                                                        estimator.values(stored).values())
+            if v != o.default]
+
+
 def format_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, (list, tuple)):  # dataset options: [[key, value], ...]
         return ",".join(f"{k}={v}" for k, v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)

@@ -29,6 +29,35 @@ def warn(message: str) -> None:
     say(f"[yellow]warning:[/yellow] {message}")
 
 
+def print_main_tables(long, results) -> None:
+    """`tiwbench table` in a terminal: one compact rich table per dataset and reference size
+    (results.main_table), then where the full tables and the report are."""
+    from rich.table import Table
+
+    from .results import main_table
+
+    out = Console() if console.is_terminal else Console(width=200)  # piped: no wrapping
+    for dataset in sorted(set(long.dataset)):
+        for ref in sorted(set(long[long.dataset == dataset].ref)):
+            cells, best = main_table(long, dataset, ref)
+            n = int(long[(long.dataset == dataset) & (long.ref == ref)]["n"].max())
+            out.print(f"[bold]{dataset}, ref {ref:g}[/bold] — mean ± std over {n} seed{'s' * (n > 1)}; "
+                      f"{'bold' if out.is_terminal else '*'}: best or tied (paired by seed)")
+            table = Table()
+            table.add_column("method", no_wrap=True)
+            for metric in cells.columns:
+                table.add_column(metric, justify="right", no_wrap=True)
+            for row in cells.index:
+                marked = [(f"[bold]{v}[/bold]" if out.is_terminal else f"{v} *") if best.loc[row, c] else v
+                          for c, v in cells.loc[row].items()]
+                table.add_row(row, *marked)
+            out.print(table)
+    where = f" --results {results}" if str(results) != "results/runs" else ""
+    out.print(f"Lower is better except precision and recall. Every metric, with paired differences and "
+              f"floors: tiwbench table{where} --format md (or latex, csv); figures and a page: "
+              f"tiwbench report --dataset NAME{where}", highlight=False)
+
+
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator:
     """A rich progress bar; yields `update(completed)`. Inside another bar (a sweep), it is a

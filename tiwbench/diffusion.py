@@ -96,6 +96,15 @@ class Batch:
         return self.precond.loss_weight(self.sigma) * err
 
 
+def dsm_loss(denoised: Tensor, target: Tensor, sigma: Tensor, precond: Precond) -> Tensor:
+    """Deprecated alias (plugin API 1) of `Batch.dsm_loss`: per-sample λ(σ)·‖D − target‖²."""
+    import warnings
+
+    warnings.warn("tiwbench.diffusion.dsm_loss is deprecated; use batch.dsm_loss(denoised, target)",
+                  DeprecationWarning, stacklevel=2)
+    return precond.loss_weight(sigma) * (denoised - target).flatten(1).pow(2).mean(1)
+
+
 def karras_sigmas(steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
                   rho: float = RHO, device=None) -> Tensor:
     """EDM eq. 5: σ_i from σ_max down to σ_min with ρ-spacing, then a final 0."""

@@ -13,15 +13,20 @@ import pandas as pd
 from .bands import N_BANDS, band_label
 from .errors import TiwbenchError
 from .record import Record
-from .results import method_label, natural_key, ratio_error_table, row_labels
+from .results import method_label, natural_key, ratio_error_table, row_labels, row_names
 from .stats import bias_floors
 
-COLORS = {"dsm_obs": "tab:gray", "dsm_ref": "tab:green", "iw_dsm": "tab:orange",
-          "tiw_dsm": "tab:blue", "tiw_nocorr": "tab:purple"}
+COLORS = {"dsm_obs": "tab:gray", "dsm_mix": "tab:brown", "dsm_ref": "tab:green", "iw_dsm": "tab:orange",
+          "tiw_dsm": "tab:blue", "tiw_nocorr": "tab:purple", "tiw_corr": "tab:red"}
+
+
+def by_row(long: pd.DataFrame) -> pd.DataFrame:
+    """A long table whose `method` column names each row (method, estimator and settings)."""
+    return long.assign(method=row_names(long))
 
 
 def method_color(label: str) -> str | None:
-    """One colour per method, whatever marks its row label carries (+oracle, [setting])."""
+    """One colour per method, whatever marks its row label carries (+exact, (setting))."""
     return COLORS.get(re.split(r"[+ ]", label)[0])
 
 
@@ -46,7 +51,7 @@ def metric_vs_ref(long: pd.DataFrame, dataset: str, metric: str, out: Path,
                   floors: list[dict] | None = None) -> Path | None:
     """Each method's metric over reference sizes; for bias_l2, the floors (stats.bias_floors) as
     a grey band: up to the sampling floor, lighter up to the reference-composition floor."""
-    d = long[(long.dataset == dataset) & (long.metric == metric) & (long.alpha == 1)]
+    d = by_row(long[(long.dataset == dataset) & (long.metric == metric) & (long.alpha == 1)])
     if d.ref.nunique() < 2:
         return None
     plt = _plt()
@@ -77,7 +82,7 @@ def metric_vs_ref(long: pd.DataFrame, dataset: str, metric: str, out: Path,
 
 
 def alpha_tradeoff(long: pd.DataFrame, dataset: str, out: Path) -> Path | None:
-    d = long[long.dataset == dataset]
+    d = by_row(long[long.dataset == dataset])
     metrics = set(d.metric.unique())
     quality = "fid" if "fid" in metrics else next((m for m in sorted(metrics) if m.startswith("fd_")), None)
     if quality is None:
@@ -225,12 +230,56 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def main_metrics(long: pd.DataFrame, dataset: str) -> list[str]:
+    """The bias and the quality metric a reader came for: bias_l2, then FID or the Fréchet distance."""
+    metrics = sorted(long[long.dataset == dataset].metric.unique())
+    quality = [m for m in metrics if m == "fid"] or [m for m in metrics if m.startswith("fd_")]
+    return ["bias_l2"] * ("bias_l2" in metrics) + quality[:1]
+
+
+def method_bars(long: pd.DataFrame, dataset: str, out: Path, floors: list[dict] | None = None) -> Path | None:
+    """Bias and quality per method at the smallest reference size (mean ± std over seeds), side by
+    side: the figure a reader looks at first where there is one reference size."""
+    metrics = main_metrics(long, dataset)
+    d = by_row(long[(long.dataset == dataset) & (long.alpha == 1)])
+    if not metrics or d.empty:
+        return None
+    ref = d.ref.min()
+    d = d[d.ref == ref]
+    rows = sorted(set(d.method), key=natural_key)[::-1]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 0.32 * len(rows) + 1.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        g = d[d.metric == metric].set_index("method").reindex(rows)
+        ax.barh(range(len(rows)), g["mean"], xerr=g["std"], color=[method_color(r) or "tab:cyan" for r in rows],
+                capsize=2)
+        if metric == "bias_l2":
+            for f in floors or []:
+                if f["dataset"] == dataset and f["ref"] == ref:
+                    ax.axvline(f["sampling"], color="0.4", ls=":", lw=1, label="sampling floor")
+                    if f["composition"] is not None:
+                        ax.axvline(f["composition"], color="0.4", ls="--", lw=1,
+                                   label="reference-composition floor")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="lower right")
+        ax.set_yticks(range(len(rows)), rows if ax is axes[0][0] else [""] * len(rows), fontsize=8)
+        ax.set_xlabel(f"{metric} (lower is better)")
+    fig.suptitle(f"{dataset}, ref {ref:g}: mean ± std over seeds")
+    fig.tight_layout()
+    return _save(fig, out / "methods.png")
+
+
 def all_figures(records: list[Record], long: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
-    """Every figure that the records support; returns the files written."""
+    """Every figure that the records support, the main ones first (each method against reference
+    size where there are several, else per method); returns the files written."""
     floors = bias_floors(records)
     metrics = sorted(long[long.dataset == dataset].metric.unique())
-    made = [metric_vs_ref(long, dataset, m, out, floors)
-            for m in metrics if m.startswith(("bias_l2", "fd_", "fid"))]
+    main = main_metrics(long, dataset)
+    made = [metric_vs_ref(long, dataset, m, out, floors) for m in main]
+    if not any(made):  # one reference size
+        made = [method_bars(long, dataset, out, floors)]
+    made += [metric_vs_ref(long, dataset, m, out, floors)
+             for m in metrics if m.startswith(("bias_l2", "fd_", "fid")) and m not in main]
     made += [alpha_tradeoff(long, dataset, out), ratio_error_vs_sigma(records, dataset, out),
              training_curves(records, dataset, out), sample_grids(records, dataset, out)]
     return [p for p in made if p is not None]

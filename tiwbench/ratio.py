@@ -100,6 +100,14 @@ class TrainingRatio:
         """log r_σ(x) and ∇ₓ log r_σ(x), both detached, from one forward and one backward."""
         return log_r_and_grad(self.model, x, sigma, self.pi)
 
+    def log_ratio(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Deprecated alias (plugin API 1) of `log_r`."""
+        import warnings
+
+        warnings.warn("TrainingRatio.log_ratio is deprecated; use ratio.log_r(x, sigma)", DeprecationWarning,
+                      stacklevel=2)
+        return self.log_r(x, sigma)
+
 
 class ExactRatio(DensityRatio):
     """The oracle: log w from the exact perturbed log-densities of an analytic dataset."""

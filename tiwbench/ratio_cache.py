@@ -1,10 +1,12 @@
-"""Ratio models for a run: the exact one for `--ratio oracle`, else a discriminator trained once
-per dataset, options, reference size and seed, cached under RESULTS/_ratios/ and shared by every
-method and process (a waiting lock keeps concurrent sweeps from training it twice)."""
+"""Ratio models for a run: the registered estimator's fit (`--ratio NAME`), and the built-in
+discriminator's training, once per dataset, options, reference size and seed, cached under
+RESULTS/_ratios/ and shared by every method and process (a waiting lock keeps concurrent sweeps
+from training it twice)."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
@@ -12,15 +14,17 @@ from torch import nn
 
 from . import dist
 from .checkpoint import load_torch, save_torch
-from .config import RunConfig, classifier_config, ratio_cache_fields
+from .config import RunConfig
 from .console import progress_bar, say
 from .datasets.base import BenchmarkData, DatasetRecipe
 from .errors import TiwbenchError
+from .estimators.base import NO_LEGACY, RatioRequest, type_of
 from .locks import run_lock
 from .nets.discriminator import FrozenEncoder, HeadOnFeatures, ScoreEncoder
 from .ratio import (
     DensityRatio,
     LearnedRatio,
+    RatioTrainConfig,
     bias_training_split,
     from_layout,
     net_layout,
@@ -33,21 +37,52 @@ from .streams import digest, generator
 
 def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: BenchmarkData,
                     results: Path, device: torch.device) -> tuple[DensityRatio, dict | None]:
-    """The ratio model of kind `kind` (time_dependent | time_independent) that `cfg` asks for, and
-    for a trained one what its fit recorded (RatioFit.summary: held-out curves, chosen steps)."""
+    """The ratio model of kind `kind` (time_dependent | time_independent) that `cfg`'s estimator
+    fits, and what the fit recorded (for the discriminator: held-out curves, chosen steps)."""
+    estimator = type_of(cfg.ratio)()
+    request = RatioRequest(cfg=cfg, kind=kind, recipe=recipe, data=data,
+                           options=estimator.values(cfg.ratio_options), results=results, device=device)
+    out = estimator.fit(request)
+    model, summary = out if isinstance(out, tuple) else (out, None)
+    if not isinstance(model, DensityRatio):
+        raise TiwbenchError(f"ratio estimator {cfg.ratio!r}: fit returned {type(model).__name__}, "
+                            "not a tiwbench.ratio.DensityRatio")
+    if bool(model.time_dependent) != (kind == "time_dependent"):
+        raise TiwbenchError(f"ratio estimator {cfg.ratio!r}: asked for the {kind} ratio, fit returned a model "
+                            f"with time_dependent={model.time_dependent}")
+    return model.to(device).requires_grad_(False).eval(), summary
+
+
+def train_config(cfg: RunConfig, options: dict) -> RatioTrainConfig:
+    """The discriminator trainer's settings: the shared ratio options and the estimator's."""
+    known = {f.name for f in fields(RatioTrainConfig)}
+    return RatioTrainConfig(steps=cfg.ratio_steps, batch_size=cfg.ratio_batch_size, lr=cfg.ratio_lr,
+                            backbone=cfg.ratio_backbone, **{k: v for k, v in options.items() if k in known})
+
+
+def cache_fields(train_cfg: RatioTrainConfig) -> dict:
+    """The trainer settings that key a cached discriminator: all but those at their legacy value
+    (the behaviour before the option existed), so that an option added later keeps the caches
+    made before it, as run ids do."""
+    legacy = {o.name: o.legacy for o in type_of("discriminator").options if o.legacy != NO_LEGACY}
+    return {k: v for k, v in asdict(train_cfg).items() if k not in legacy or v != legacy[k]}
+
+
+def fit_discriminator(request: RatioRequest, options: dict) -> tuple[DensityRatio, dict]:
+    """The built-in discriminator (estimators.discriminator) for `request`, trained with `options`
+    or read from its cache."""
+    cfg, kind, data, results, device = request.cfg, request.kind, request.data, request.results, request.device
     time_dependent = kind == "time_dependent"
-    if cfg.ratio == "oracle":
-        return data.exact_ratio(time_dependent), None
-    train_cfg = cfg.ratio_config()
+    train_cfg = train_config(cfg, options)
     key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref, "seed": cfg.seed,
-           "kind": kind, **ratio_cache_fields(cfg), "backbone": backbone_identity(cfg, results)}
+           "kind": kind, **cache_fields(train_cfg), "backbone": backbone_identity(cfg, results, train_cfg.holdout)}
     if cfg.precision == "tf32":  # trained with TF32 matmuls (ratio training is otherwise fp32)
         key["tf32"] = True
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest(key)}.pt"
     # a cached model holds its frozen encoder's weights: no need to train (or load) the encoder.
     # All processes agree, since training the encoder is collective under torchrun.
     cached = not dist.any_rank(not path.exists())
-    net = ratio_net_for(cfg, recipe, data, results, device, cached=cached)
+    net = ratio_net_for(cfg, request.recipe, data, results, device, train_cfg.holdout, cached=cached)
     model = LearnedRatio(zero_output_layer(net) if train_cfg.prior else net, data.sigma_data, time_dependent,
                          # the large-σ term is the time-dependent ratio's: clean data have no large σ
                          data_shape=tuple(data.x_bias.shape[1:]) if train_cfg.limit and time_dependent else None,
@@ -55,8 +90,8 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
                          limit_var=train_cfg.limit_var, limit_base=train_cfg.limit_base).to(device)
     summary = None
     classifier = None  # the tilt's clean weights may come from the time-independent model (on every rank)
-    if not cached and needs_classifier(cfg, model):
-        classifier, _ = ratio_model_for(classifier_config(cfg), "time_independent", recipe, data, results, device)
+    if not cached and needs_classifier(train_cfg, model):
+        classifier, _ = fit_discriminator(classifier_request(request), clean_options(options))
     if not path.exists() and dist.is_main():  # other processes wait, then read the cache
         # another sweep on this folder may be training the same model: wait for it, then reuse
         with run_lock(path.parent, path.name + ".lock", wait=True):
@@ -80,9 +115,9 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
             model.net = from_layout(model.net, layout)
             model.load_state_dict(saved["model"])
             # the tilt's clean weights as trained (caches from before them: the linear term's)
-            model.attach_tilt(tilt_base(cfg, data), log_w=saved.get("tilt_log_w"))
+            model.attach_tilt(tilt_base(train_cfg, cfg.seed, data), log_w=saved.get("tilt_log_w"))
             summary = saved["fit"]
-        except (KeyError, RuntimeError) as e:
+        except (KeyError, RuntimeError, TypeError) as e:
             raise TiwbenchError(f"the cached ratio model {path} is incomplete or does not fit "
                                 f"({type(e).__name__}); delete it to retrain") from None
         model.requires_grad_(False).eval()
@@ -90,27 +125,41 @@ def ratio_model_for(cfg: RunConfig, kind: str, recipe: DatasetRecipe, data: Benc
     return model, summary
 
 
-def needs_classifier(cfg: RunConfig, model: LearnedRatio) -> bool:
+def classifier_request(request: RatioRequest) -> RatioRequest:
+    """The time-independent fit a tilted base with classifier weights stands on: iw_dsm's, on the
+    same data and split, so that both share one cached model."""
+    from .config import classifier_config
+
+    return replace(request, cfg=classifier_config(request.cfg), kind="time_independent")
+
+
+def clean_options(options: dict) -> dict:
+    """`options` as a time-independent fit uses them (the others at their neutral values)."""
+    estimator = type_of("discriminator")
+    return estimator.values(estimator.normalise("time_independent", options))
+
+
+def needs_classifier(train_cfg: RatioTrainConfig, model: LearnedRatio) -> bool:
     """Whether training `model` needs the time-independent discriminator (its tilt's weights)."""
-    return model.time_dependent and model.limit_base == "tilt" and cfg.ratio_tilt_weights != "linear"
+    return model.time_dependent and model.limit_base == "tilt" and train_cfg.tilt_weights != "linear"
 
 
-def tilt_base(cfg: RunConfig, data: BenchmarkData):
+def tilt_base(train_cfg: RatioTrainConfig, seed: int, data: BenchmarkData):
     """The D_bias points the tilted term was fitted on (LearnedRatio.attach_tilt), as training left
     them: the discriminator's training split (the first draws of its stream), or all of D_bias
     after a refit."""
-    if cfg.ratio_refit:
+    if train_cfg.refit:
         return data.x_bias
-    return bias_training_split(data.x_ref, data.x_bias, cfg.ratio_holdout, cfg.seed)
+    return bias_training_split(data.x_ref, data.x_bias, train_cfg.holdout, seed)
 
 
-def backbone_identity(cfg: RunConfig, results: Path) -> str:
+def backbone_identity(cfg: RunConfig, results: Path, holdout: float) -> str:
     """What identifies the discriminator's frozen part, for the cache key: nothing (scratch), the
     encoder's score network (its cache name), or the user's file (its content's digest)."""
     if cfg.ratio_backbone == "scratch":
         return "scratch"
     if cfg.ratio_backbone == "score":
-        return score_net_path(cfg, results).stem
+        return score_net_path(cfg, results, holdout).stem
     path = Path(cfg.ratio_backbone)
     try:
         return "file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
@@ -119,7 +168,7 @@ def backbone_identity(cfg: RunConfig, results: Path) -> str:
 
 
 def ratio_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, results: Path,
-                  device: torch.device, cached: bool = False) -> nn.Module:
+                  device: torch.device, holdout: float, cached: bool = False) -> nn.Module:
     """The discriminator network `cfg.ratio_backbone` asks for, its trainable part initialised
     from the "init" stream. `cached`: its weights, the frozen encoder's included, will come from
     the ratio cache, so the built-in encoder is built untrained instead of trained."""
@@ -128,7 +177,7 @@ def ratio_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, re
         return recipe.ratio_net().to(device)
     if cfg.ratio_backbone == "score":
         encoder = ScoreEncoder(score_net_skeleton(cfg, recipe) if cached
-                               else score_net_for(cfg, recipe, data, results, device))
+                               else score_net_for(cfg, recipe, data, results, device, holdout))
         features = encoder.features
     else:
         encoder, features = scripted_encoder(Path(cfg.ratio_backbone), data, device)

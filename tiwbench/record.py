@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .config import RunConfig
+from .config import LEGACY_RATIO_NAMES, RunConfig
 from .console import warn
 from .errors import TiwbenchError
 
@@ -25,7 +25,7 @@ class Record:
     shares: list[float]  # generated share of each attribute group
     target_shares: list[float]
     feature_space: str  # the Fréchet distance's space: "data", "<dataset>_clf", ...
-    ratio_source: str  # trained | oracle | none
+    ratio_source: str  # the ratio estimator's name (discriminator, exact, paper, a plugin's) | none
     ratio_kind: str | None  # time_dependent | time_independent | None
     timing: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
@@ -37,6 +37,7 @@ class Record:
     ratio_fit: dict | None = None  # a trained ratio's held-out curves and chosen steps (RatioFit.summary)
     group_accuracy: list[float] = field(default_factory=list)  # the attribute classifier's, per group
     train_on: str | None = None  # the method's training set: bias | ref | obs (None: older records)
+    stratified_batches: bool | None = None  # whether the method honours --ref-share (None: older records)
     sizes: dict[str, int] = field(default_factory=dict)  # |D_bias|, |D_ref|, |eval|, samples: for floors
     schema_version: int = SCHEMA_VERSION
     folder: Path | None = field(default=None, compare=False)  # where it was read from; not written
@@ -76,6 +77,10 @@ class Record:
             raise TiwbenchError("metrics must be a non-empty object of finite numbers")
         values = {k: v for k, v in d.items() if k in known}
         values["config"] = RunConfig.from_dict(d["config"])
+        # records written before ratio estimators were plugins: `trained` and `oracle` are their names
+        values["ratio_source"] = LEGACY_RATIO_NAMES.get(values["ratio_source"], values["ratio_source"])
+        if "stratified_batches" not in values and values["config"].method == "dsm_obs":
+            values["stratified_batches"] = False
         values["metrics"] = {k: float(v) for k, v in metrics.items()}
         return cls(**values, folder=folder)
 

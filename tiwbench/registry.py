@@ -1,4 +1,5 @@
-"""Methods and datasets by name, discovered from entry points (ours are declared like plugins).
+"""Methods, datasets and ratio estimators by name, discovered from entry points (ours are
+declared like plugins).
 
 Names are listed without importing plugins, so a broken plugin cannot break `tiwbench list`;
 it fails with its name and import error when used. A name claimed twice is an error.
@@ -10,8 +11,9 @@ from importlib.metadata import EntryPoint, entry_points
 
 from .errors import TiwbenchError
 
-GROUPS = {"method": "tiwbench.methods", "dataset": "tiwbench.datasets"}
-_registered: dict[str, dict[str, type]] = {"method": {}, "dataset": {}}
+GROUPS = {"method": "tiwbench.methods", "dataset": "tiwbench.datasets", "ratio": "tiwbench.ratios"}
+KIND_WORDS = {"method": "method", "dataset": "dataset", "ratio": "ratio estimator"}
+_registered: dict[str, dict[str, type]] = {kind: {} for kind in GROUPS}
 
 
 def register(kind: str, cls: type) -> type:
@@ -43,7 +45,7 @@ def _dist(ep: EntryPoint) -> str:
 
 
 def available(kind: str) -> list[str]:
-    """All names of `kind` ('method' or 'dataset'), sorted, without importing any plugin."""
+    """All names of `kind` ('method', 'dataset' or 'ratio'), sorted, without importing any plugin."""
     return sorted(set(_entry_points(kind)) | set(_registered[kind]))
 
 
@@ -53,7 +55,7 @@ def load(kind: str, name: str) -> type:
         return _registered[kind][name]
     eps = _entry_points(kind)
     if name not in eps:
-        raise TiwbenchError(f"unknown {kind} {name!r}; available: {', '.join(available(kind))}")
+        raise TiwbenchError(f"unknown {KIND_WORDS[kind]} {name!r}; available: {', '.join(available(kind))}")
     try:
         cls = eps[name].load()
     except Exception as e:  # a plugin's import error, reported with its name
@@ -73,6 +75,9 @@ def _base(kind: str) -> type:
     if kind == "method":
         from .methods.base import Method
         return Method
+    if kind == "ratio":
+        from .estimators.base import RatioEstimator
+        return RatioEstimator
     from .datasets.base import DatasetRecipe
     return DatasetRecipe
 

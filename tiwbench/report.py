@@ -19,6 +19,7 @@ from .results import (
     RATIO_ERRORS,
     delta_heading,
     long_table,
+    main_table,
     metric_heading,
     of_dataset,
     ratio_error_by_kind,
@@ -38,8 +39,14 @@ th:first-child,td:first-child{text-align:left}img{max-width:100%;border:1px soli
 code,pre{background:#f5f5f5;padding:.2em .4em}pre{white-space:pre-wrap}"""
 
 
-def _table_html(cells: pd.DataFrame, best: pd.DataFrame | None = None) -> str:
-    head = "".join(f"<th>ref {c:g}</th>" for c in cells.columns)
+def _folded(title: str, parts: list[str]) -> str:
+    """A section the reader opens on demand."""
+    return f"<details><summary><b>{html.escape(title)}</b></summary>{''.join(parts)}</details>"
+
+
+def _table_html(cells: pd.DataFrame, best: pd.DataFrame | None = None, ref: float | None = None) -> str:
+    """A wide table (reference sizes as columns), or with `ref`, the main table (metrics as columns)."""
+    head = "".join(f"<th>{html.escape(str(c)) if ref is not None else f'ref {c:g}'}</th>" for c in cells.columns)
 
     def cell(row, c, v):
         bold = best is not None and best.loc[row, c]
@@ -65,34 +72,42 @@ def render_report(records: list[Record], long: pd.DataFrame, ratio: pd.DataFrame
     versions = sorted({tuple(sorted(r.versions.items())) for r in runs})
     devices = sorted({r.device for r in runs})
     parts = [f"<h1>tiwbench — {html.escape(dataset)}</h1>",
-             f"<p>{len(runs)} finished runs. Reproduce the runs, then this page:</p>",
-             f"<pre>{html.escape(chr(10).join(commands))}</pre>",
-             f"<p>{html.escape(CELLS_NOTE)}</p>"]
+             f"<p>{len(runs)} finished runs; the commands that made them are at the end.</p>"]
+    if summary:  # the author's reading, paragraph by paragraph, as text
+        parts += ["<h2>What the numbers say</h2>"] + [f"<p>{html.escape(p)}</p>" for p in summary.split("\n\n")]
+    main_figures, other_figures = figures[:1], figures[1:]
+    parts += [_image(p) for p in main_figures]
+    for ref in sorted(set(long[long.dataset == dataset].ref)):
+        cells, best = main_table(long, dataset, ref)
+        parts += [f"<h2>Main metrics at ref {ref:g}</h2>",
+                  "<p>Mean ± std over seeds; bold: the lowest mean and every row tied with it (paired by "
+                  "seed). Lower is better except precision and recall.</p>", _table_html(cells, best, ref)]
+    detail = [f"<p>{html.escape(CELLS_NOTE)}</p>"]
     notes = table_notes(records, dataset)
     for _, metric, cells, best, delta in wide_tables(long[long.dataset == dataset]):
-        parts += [f"<h2>{html.escape(metric_heading(metric))}</h2>", _table_html(cells, best)]
+        detail += [f"<h3>{html.escape(metric_heading(metric))}</h3>", _table_html(cells, best)]
         if (dataset, metric) in notes:
-            parts.append(f"<p>{html.escape(notes[(dataset, metric)])}</p>")
+            detail.append(f"<p>{html.escape(notes[(dataset, metric)])}</p>")
         if delta is not None:
-            parts += [f"<p>{html.escape(delta_heading(long, dataset, metric))}</p>", _table_html(delta)]
+            detail += [f"<p>{html.escape(delta_heading(long, dataset, metric))}</p>", _table_html(delta)]
+    parts.append(_folded("Every metric, with paired differences and floors", detail))
     if ratio is not None:
-        parts.append("<h2>Density-ratio error by σ</h2>"
-                     "<p>Against the exact ratio, mean over seeds: the error of log r, and for "
-                     "time-dependent ratios the error of TIW-DSM's correction σ²∇log r beside the "
-                     "exact correction's RMS size.</p>")
+        errors = ["<p>Against the exact ratio, mean over seeds: the error of log r, and for "
+                  "time-dependent ratios the error of TIW-DSM's correction σ²∇log r beside the "
+                  "exact correction's RMS size.</p>"]
         for value, what in RATIO_ERRORS.items():
             for kind, sub in ratio_error_by_kind(ratio, value):
                 head = "".join(f"<th>{html.escape(ref_heading(r))}</th>" for r in sub.columns)
                 body = "".join(f"<tr><td>{s:.3g}</td>" + "".join(f"<td>{v:.3g}</td>" for v in row) + "</tr>"
                                for s, row in zip(sub.index, sub.to_numpy()))
-                parts += [f"<h3>{html.escape(ratio_title(kind))}: {html.escape(what)}</h3>",
-                          f"<table><tr><th>σ</th>{head}</tr>{body}</table>"]
-    if summary:  # the author's reading, paragraph by paragraph, as text
-        parts += ["<h2>What the numbers say</h2>"] + [f"<p>{html.escape(p)}</p>" for p in summary.split("\n\n")]
-    parts += ["<h2>Figures</h2>"] + [_image(p) for p in figures]
-    parts += ["<h2>Environment</h2>", "<ul>" + "".join(
-        f"<li>{html.escape(', '.join(f'{k} {v}' for k, v in v_))}</li>" for v_ in versions) + "</ul>",
-        f"<p>devices: {html.escape(', '.join(devices))}</p>"]
+                errors += [f"<h3>{html.escape(ratio_title(kind))}: {html.escape(what)}</h3>",
+                           f"<table><tr><th>σ</th>{head}</tr>{body}</table>"]
+        parts.append(_folded("Density-ratio error by σ", errors))
+    parts.append(_folded("More figures", [_image(p) for p in other_figures]))
+    parts.append(_folded("How these runs were made", [
+        "<p>Reproduce the runs, then this page:</p>", f"<pre>{html.escape(chr(10).join(commands))}</pre>",
+        "<ul>" + "".join(f"<li>{html.escape(', '.join(f'{k} {v}' for k, v in v_))}</li>" for v_ in versions)
+        + "</ul>", f"<p>devices: {html.escape(', '.join(devices))}</p>"]))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>tiwbench {html.escape(dataset)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
 
@@ -113,19 +128,33 @@ def feature_space_note(records: list[Record], dataset: str) -> str:
     return "; ".join(parts) + "."
 
 
+def _stale_record_of(path: Path, dataset: str) -> bool:
+    """Whether `path` is a run folder of `dataset` that a report may remove: a real folder (not a
+    link) holding only a readable record of that dataset and its samples figure. Anything else
+    (other datasets' runs, caches, unfinished runs, files of the user's) is never deleted."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    if {p.name for p in path.iterdir()} - {RECORD_NAME, "samples.png"}:
+        return False
+    try:
+        return Record.read(path / RECORD_NAME).config.dataset == dataset
+    except TiwbenchError:
+        return False
+
+
 def write_records(records: list[Record], dataset: str, out: Path) -> Path:
     """Copy the dataset's run records (metrics.json: config, metrics, ratio-error curves; and the
     samples.png of the runs the samples figure shows, where they have one, so that a report made
     from the records draws it too) to OUT/runs/<run id>/, the layout `--results` reads, and remove
-    those a previous report wrote that are not among them: the committed records and tables
-    cannot disagree."""
+    the records of this dataset that a previous report wrote and that are no longer among them, so
+    that the committed records and tables cannot disagree (nothing else in OUT/runs is touched)."""
     from .plot import SAMPLES_NAME, sample_grid_runs
 
     folder = out / "runs"
     keep = {r.run_id: r for r in of_dataset(records, dataset)}
     if folder.is_dir():
         for old in folder.iterdir():
-            if old.is_dir() and old.name not in keep:
+            if old.name not in keep and _stale_record_of(old, dataset):
                 shutil.rmtree(old)
     shown = {r.run_id for _, r in sample_grid_runs(records, dataset)}
     for run_id, record in keep.items():

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 
 from .config import FIELDS, RATIO_FIELDS, RunConfig, cli_flags, format_value, unused_fields
 from .errors import TiwbenchError
+from .estimators.base import DEFAULT_ESTIMATOR, type_of
 from .record import Record
 from .stats import best_and_ties, bias_floors, paired_to_baseline, row_label
 
-LONG_COLUMNS = ["dataset", "method", "ref", "alpha", "metric", "mean", "std", "n"]
+LONG_COLUMNS = ["dataset", "method", "ratio", "settings", "ref", "alpha", "metric", "mean", "std", "n"]
 # Added columns: `best` (bold: lowest mean or tied with it), the paired difference to a baseline.
 PAIRED_COLUMNS = ["best", "diff_vs", "diff_mean", "diff_lo", "diff_hi", "diff_n"]
 BASELINE = "dsm_obs"
@@ -26,26 +28,89 @@ HIGHER_IS_BETTER = {"precision", "recall", "coverage"}
 METRIC_ORDER = ["bias_l2", "bias_l1", "bias_kl", "fd_", "precision", "recall", "density", "coverage", "corr_err",
                 "ratio_err", "ratio_val_bce", "w_collapse", "attr_acc"]
 # Config fields with a column (or label mark) of their own; the others make a run's setting.
-OWN_FIELDS = ("dataset", "method", "ref", "alpha", "seed", "ratio")
+OWN_FIELDS = ("dataset", "method", "ref", "alpha", "seed", "ratio", "ratio_options")
+
+
+def estimator_label(ratio: str) -> str:
+    """What a row adds to its method's name for its ratio estimator: nothing for the default
+    estimator (and ratio-free methods), `+NAME` for another (`tiw_dsm+exact`)."""
+    return "" if ratio in ("", "none", DEFAULT_ESTIMATOR) else f"+{ratio}"
+
+
+def display_label(method: str, ratio: str, settings: str) -> str:
+    """A table row's name: the method, its estimator where not the default, the settings that set
+    it apart in parentheses (`tiw_dsm+paper`, `tiw_dsm (holdout=0)`)."""
+    return method + estimator_label(ratio) + (f" ({settings})" if settings else "")
 
 
 def method_label(record: Record) -> str:
-    """The method's name, marked when it ran with the exact (oracle) ratio."""
-    return record.config.method + ("+oracle" if record.ratio_source == "oracle" else "")
+    """The method's name, marked with its ratio estimator where that is not the default."""
+    return record.config.method + estimator_label(record.ratio_source)
 
 
 def run_setting(record: Record) -> dict:
     """A run's configuration beyond its own fields, without those it did not use
-    (config.unused_fields, the rule resolve_config resets them by)."""
+    (config.unused_fields, the rule resolve_config resets them by); its ratio estimator's
+    options by their names, every one at its value."""
     cfg = record.config
-    unused = set(unused_fields(cfg, record.ratio_kind, record.train_on))
-    return {k: v for k, v in cfg.to_dict().items() if k not in OWN_FIELDS and k not in unused}
+    unused = set(unused_fields(cfg, record.ratio_kind, record.train_on, record.stratified_batches))
+    setting = {k: v for k, v in cfg.to_dict().items() if k not in OWN_FIELDS and k not in unused}
+    if record.ratio_kind and cfg.ratio != "none":
+        options, _ = estimator_options(cfg, record.ratio_kind)
+        setting.update({(k if k not in FIELDS else f"ratio_{k}"): v for k, v in options.items()})
+    return setting
+
+
+def estimator_options(cfg: RunConfig, kind: str) -> tuple[dict, dict]:
+    """(values, defaults) of the run's estimator options that a fit of `kind` uses; for an
+    estimator not installed here, the stored values and no defaults (every one then counts as set)."""
+    try:
+        estimator = type_of(cfg.ratio)
+    except TiwbenchError:
+        return dict(cfg.ratio_options), {}
+    values = estimator.values(cfg.ratio_options)
+    unused = estimator().unused_options(kind, values)
+    return ({k: v for k, v in values.items() if k not in unused},
+            {o.name: o.default for o in estimator.options if o.name not in unused})
+
+
+def setting_defaults(records: list[Record]) -> dict:
+    """Per setting, the value that goes unmarked: an estimator option's declared default, a run
+    option's default where datasets cannot change it, else the value most of the records have
+    (a dataset's default, which `table` reads without loading the dataset)."""
+    counts: dict[str, dict[str, int]] = {}
+    declared: dict[str, object] = {}
+    for r in records:
+        for k, v in run_setting(r).items():
+            counts.setdefault(k, {}).setdefault(format_value(v), 0)
+            counts[k][format_value(v)] += 1
+        if r.ratio_kind and r.config.ratio != "none":
+            _, defaults = estimator_options(r.config, r.ratio_kind)
+            declared.update({(k if k not in FIELDS else f"ratio_{k}"): format_value(v)
+                             for k, v in defaults.items()})
+    out = {}
+    for k, seen in counts.items():
+        field = FIELDS.get(k)
+        if k in declared:
+            out[k] = declared[k]
+        elif field is not None and not field.metadata["dataset_default"]:
+            out[k] = format_value(field.default)
+        else:
+            top = max(seen.values())
+            common = sorted(v for v, n in seen.items() if n == top)
+            out[k] = format_value(field.default) if field is not None and format_value(field.default) in common \
+                else common[0]
+    return out
 
 
 def setting_marks(records: list[Record], relevant=lambda field: True) -> list[str]:
-    """Each record's " [field=value, ...]" over the `relevant` setting fields that differ between
-    records of its dataset ("" where none differ; fields in alphabetical order), so that labels
-    keep such runs apart."""
+    """Each record's settings that set it apart: among the `relevant` ones that differ between the
+    records of its dataset, those not at their unmarked value (setting_defaults), as
+    "key=value, ..." in alphabetical order ("" where none)."""
+    by_dataset: dict[str, list[Record]] = {}
+    for r in records:
+        by_dataset.setdefault(r.config.dataset, []).append(r)
+    defaults = {name: setting_defaults(rs) for name, rs in by_dataset.items()}
     settings = [{k: format_value(v) for k, v in run_setting(r).items() if relevant(k)} for r in records]
     seen: dict[str, dict[str, set]] = {}
     for r, s in zip(records, settings):
@@ -53,16 +118,18 @@ def setting_marks(records: list[Record], relevant=lambda field: True) -> list[st
             seen.setdefault(r.config.dataset, {}).setdefault(k, set()).add(v)
     marks = []
     for r, s in zip(records, settings):
-        varying = sorted(k for k, values in seen[r.config.dataset].items() if len(values) > 1 and k in s)
-        text = ", ".join(s[k] if k == "dataset_options" else f"{k}={s[k]}" for k in varying if s[k] != "")
-        marks.append(f" [{text}]" if text else "")
+        unmarked = defaults[r.config.dataset]
+        varying = sorted(k for k, values in seen[r.config.dataset].items()
+                         if len(values) > 1 and k in s and s[k] != unmarked.get(k))
+        marks.append(", ".join(s[k] if k == "dataset_options" else f"{k}={s[k]}" for k in varying if s[k] != ""))
     return marks
 
 
 def row_labels(records: list[Record]) -> list[str]:
-    """Each record's row: its method label and, in brackets, the settings that differ between
-    runs of its dataset, so that runs made differently are never pooled into one mean."""
-    return [method_label(r) + mark for r, mark in zip(records, setting_marks(records))]
+    """Each record's row: its method label and the settings that set it apart (setting_marks),
+    so that runs made differently are never pooled into one mean."""
+    return [display_label(r.config.method, r.ratio_source, mark)
+            for r, mark in zip(records, setting_marks(records))]
 
 
 def of_dataset(records: list[Record], dataset: str | None) -> list[Record]:
@@ -70,11 +137,14 @@ def of_dataset(records: list[Record], dataset: str | None) -> list[Record]:
 
 
 def long_table(records: list[Record], dataset: str | None = None, baseline: str = BASELINE) -> pd.DataFrame:
-    """One row per dataset, method (with its setting where settings differ, see row_labels), ref,
-    alpha and metric: mean, std (ddof 1) and n over seeds; `best` (the lowest mean of its column
-    or statistically tied with it) and the paired difference to `baseline` (stats.py)."""
+    """One row per dataset, method, ratio estimator, setting (see row_labels), ref, alpha and metric
+    (tidy: each its own column): mean, std (ddof 1) and n over seeds; `best` (the lowest mean of its
+    column or statistically tied with it) and the paired difference to `baseline` (stats.py)."""
     records = of_dataset(records, dataset)
-    labels = row_labels(records)
+    marks = setting_marks(records)
+    labels = [display_label(r.config.method, r.ratio_source, m) for r, m in zip(records, marks)]
+    parts = {label: (r.config.method, "" if r.ratio_source == "none" else r.ratio_source, mark)
+             for r, label, mark in zip(records, labels, marks)}
     rows = [{"dataset": r.config.dataset, "method": label, "ref": r.config.ref,
              "alpha": r.config.alpha, "seed": r.config.seed, "metric": k, "value": v}
             for r, label in zip(records, labels) for k, v in r.metrics.items()]
@@ -83,25 +153,57 @@ def long_table(records: list[Record], dataset: str | None = None, baseline: str 
         raise TiwbenchError(f"no finished runs{where}")
     check_baseline(baseline, labels)
     df = pd.DataFrame(rows)
-    agg = (df.groupby(LONG_COLUMNS[:5], sort=True)["value"]
-           .agg(mean="mean", std="std", n="count").reset_index())
+    keys = ["dataset", "method", "ref", "alpha", "metric"]
+    agg = (df.groupby(keys, sort=True)["value"].agg(mean="mean", std="std", n="count").reset_index())
     agg["std"] = agg["std"].fillna(0.0)
     ranked = df[~df.metric.isin(NOT_RANKED)]
     lower_better = ranked.assign(value=ranked.value.where(~ranked.metric.isin(HIGHER_IS_BETTER), -ranked.value))
     best = best_and_ties(lower_better) if len(ranked) else {}
     agg["best"] = [bool(best.get((d, m, r, row_label(meth, a)), False))
                    for d, meth, r, a, m in zip(agg.dataset, agg.method, agg.ref, agg.alpha, agg.metric)]
-    agg = agg.merge(paired_to_baseline(ranked, baseline), on=LONG_COLUMNS[:5], how="left")
+    agg = agg.merge(paired_to_baseline(ranked, baseline), on=keys, how="left")
+    agg["ratio"] = [parts[label][1] for label in agg.method]
+    agg["settings"] = [parts[label][2] for label in agg.method]
+    agg["method"] = [parts[label][0] for label in agg.method]
     return agg[LONG_COLUMNS + PAIRED_COLUMNS]
 
 
+def row_names(long: pd.DataFrame) -> list[str]:
+    """The row label of each line of a long table (display_label of its tidy columns)."""
+    return [display_label(m, r, s)
+            for m, r, s in zip(long.method, long.ratio.fillna(""), long.settings.fillna(""))]
+
+
+MAIN_METRICS = ("bias_l2", "bias_l2_corrected", "fid", "fd_", "precision", "recall")
+
+
+def main_table(long: pd.DataFrame, dataset: str, ref: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The compact table a reader looks at first: a row per method (α = 1), the main metrics as
+    columns (bias, bias through the classifier's confusion where it differs, FID or the Fréchet
+    distance, precision, recall), `mean ± std` to three significant digits; and the bold mask
+    (lowest or tied, as in the full tables)."""
+    d = long[(long.dataset == dataset) & (long.ref == ref) & (long.alpha == 1)]
+    d = d.assign(row=row_names(d))
+    metrics = [m for prefix in MAIN_METRICS for m in sorted(set(d.metric)) if m == prefix or (
+        prefix.endswith("_") and m.startswith(prefix))]
+    if "bias_l2_corrected" in metrics and np.allclose(d[d.metric == "bias_l2"]["mean"].to_numpy(),
+                                                      d[d.metric == "bias_l2_corrected"]["mean"].to_numpy()):
+        metrics.remove("bias_l2_corrected")  # a perfect classifier: the same numbers
+    d = d[d.metric.isin(metrics)].set_index(["row", "metric"])
+    cells = d.apply(lambda r: f"{r['mean']:.3g} ± {r['std']:.2g}" if r["n"] > 1 else f"{r['mean']:.3g}",
+                    axis=1).unstack().reindex(columns=metrics).fillna("–")
+    best = d["best"].astype(bool).unstack().reindex_like(cells).fillna(False).astype(bool)
+    rows = sorted(cells.index, key=natural_key)
+    return cells.loc[rows], best.loc[rows]
+
+
 def check_baseline(baseline: str, labels: list[str]) -> None:
-    """A baseline other than the default must name a row (its method label, e.g. `tiw_dsm+oracle`,
+    """A baseline other than the default must name a row (its method label, e.g. `tiw_dsm+exact`,
     with or without its setting marks): a misspelt one would silently drop every paired
     difference. The default may be absent (a study without dsm_obs)."""
-    if baseline == BASELINE or any(label == baseline or label.startswith(baseline + " [") for label in labels):
+    if baseline == BASELINE or any(label == baseline or label.startswith(baseline + " (") for label in labels):
         return
-    rows = sorted({label.split(" [")[0] for label in labels})
+    rows = sorted({label.split(" (")[0] for label in labels})
     raise TiwbenchError(f"--baseline {baseline!r} is no row of these runs; choose from {', '.join(rows)}")
 
 
@@ -120,7 +222,7 @@ def _delta(mean: float, low: float, high: float, n: int) -> str:
 def wide_tables(long: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]]:
     """(dataset, metric, cells, bold mask, paired-difference cells or None) per metric: methods as
     rows, reference sizes as columns. Bold is the lowest mean and every row tied with it."""
-    long = long.assign(row=[row_label(m, a) for m, a in zip(long.method, long.alpha)])
+    long = long.assign(row=[row_label(m, a) for m, a in zip(row_names(long), long.alpha)])
     out = []
     for (dataset, metric), g in long.groupby(["dataset", "metric"], sort=False):
         g = g.set_index(["row", "ref"])
@@ -199,7 +301,7 @@ def table_notes(records: list[Record], dataset: str | None = None) -> dict[tuple
 
 
 def tilt_weights_note(records: list[Record]) -> str:
-    """Which clean weights held-out selection gave the tilted base (`--ratio-tilt-weights select`,
+    """Which clean weights held-out selection gave the tilted base (`tilt_weights=select`,
     recorded in `ratio_fit.tilt`), per row and reference size, seed by seed; "" where none chose."""
     chosen: dict[tuple[str, float], dict[str, list[str]]] = {}
     rows = sorted(zip(records, row_labels(records)), key=lambda p: (p[1], p[0].config.ref, p[0].config.seed))
@@ -214,7 +316,8 @@ def tilt_weights_note(records: list[Record]) -> str:
     def seeds_of(name: str, seeds: list[str]) -> str:
         return f"{name} (seed{'s' * (len(seeds) > 1)} {', '.join(seeds)})"
 
-    return (" The tilted base's clean weights, chosen by held-out clean BCE (`--ratio-tilt-weights select`): "
+    return (" The tilted base's clean weights, chosen by held-out clean BCE "
+            "(`--ratio-option tilt_weights=select`): "
             + "; ".join(f"{label}, ref {ref:g}: " + ", ".join(seeds_of(*item) for item in by_name.items())
                         for (label, ref), by_name in chosen.items()) + ".")
 
@@ -264,22 +367,33 @@ def render(long: pd.DataFrame, fmt: str, notes: dict[tuple[str, str], str] | Non
 
 
 def ratio_setting(field: str) -> bool:
-    """The settings a ratio model's error depends on: its training, the data, and π (ref_share)."""
-    return field in RATIO_FIELDS or field in ("dataset_options", "ref_share")
+    """The settings a ratio model's error depends on: its training (the shared ratio options and
+    its estimator's own), the data, and π (ref_share)."""
+    return field not in FIELDS or field in RATIO_FIELDS or field in ("dataset_options", "ref_share")
+
+
+def is_estimate(record: Record) -> bool:
+    """Whether the record's ratio was estimated (not ratio-free, not a bound such as the exact one)."""
+    if record.ratio_source == "none" or not record.ratio_kind:
+        return False
+    try:
+        return type_of(record.ratio_source).bound is None
+    except TiwbenchError:  # an estimator not installed here
+        return True
 
 
 def ratio_error_table(records: list[dict], dataset: str | None = None) -> pd.DataFrame:
     """Learned-ratio error against the exact ratio by σ (the paper's Figure 2 as a table):
-    mean over seeds of each error, one row per dataset, ratio kind (marked with its training
-    setting where those differ), ref and σ. Methods sharing a ratio model (tiw_dsm, tiw_nocorr)
-    count once."""
-    records = [r for r in of_dataset(records, dataset) if r.ratio_error and r.ratio_source == "trained"]
+    mean over seeds of each error, one row per dataset, ratio kind (with its estimator where not
+    the default, and its training setting where those differ), ref and σ. Methods sharing a ratio
+    model (tiw_dsm, tiw_nocorr) count once."""
+    records = [r for r in of_dataset(records, dataset) if r.ratio_error and is_estimate(r)]
     marks = setting_marks(records, ratio_setting)
-    rows = [{"dataset": r.config.dataset, "ratio": r.ratio_kind + mark, "ref": r.config.ref,
-             "seed": r.config.seed, **e}
+    rows = [{"dataset": r.config.dataset, "ratio": r.ratio_kind + estimator_label(r.ratio_source)
+             + (f" ({mark})" if mark else ""), "ref": r.config.ref, "seed": r.config.seed, **e}
             for r, mark in zip(records, marks) for e in r.ratio_error]
     if not rows:
-        raise TiwbenchError("no finished runs with a trained ratio on a dataset with an exact ratio")
+        raise TiwbenchError("no finished runs with a learned ratio on a dataset with an exact ratio")
     df = pd.DataFrame(rows).drop_duplicates(["dataset", "ratio", "ref", "seed", "sigma"])
     if "corr_norm" not in df:  # records before the exact size was kept
         df["corr_norm"] = float("nan")
@@ -311,9 +425,10 @@ def ratio_error_by_kind(df: pd.DataFrame, value: str = "log_r_rmse") -> list[tup
 
 
 def ratio_title(kind: str) -> str:
-    """'time_dependent [ratio_steps=500]' -> 'time-dependent ratio [ratio_steps=500]'."""
+    """'time_dependent+paper (ratio_steps=500)' -> 'time-dependent ratio+paper (ratio_steps=500)'."""
     name, _, marks = kind.partition(" ")
-    return f"{name.replace('_', '-')} ratio" + (f" {marks}" if marks else "")
+    name, plus, estimator = name.partition("+")
+    return f"{name.replace('_', '-')} ratio" + (f" ({estimator})" if plus else "") + (f" {marks}" if marks else "")
 
 
 def ratio_error_markdown(df: pd.DataFrame) -> str:
@@ -344,15 +459,17 @@ def reproduce_commands(records: list[Record], dataset: str) -> list[str]:
     runs = [(r.config, run_setting(r)) for r in of_dataset(records, dataset)]
     if not runs:
         raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
-    groups: dict[tuple, dict[str, list]] = {}  # (oracle?, shared setting) -> ratio setting -> configs
+    groups: dict[str, dict[str, list]] = {}  # shared setting -> ratio setting -> configs
     for cfg, setting in runs:
-        shared = (cfg.ratio == "oracle",  # `--ratio oracle` applies to a whole sweep
-                  json.dumps({k: v for k, v in setting.items() if k not in RATIO_FIELDS}, sort_keys=True))
-        ratio = {k: v for k, v in setting.items() if k in RATIO_FIELDS}
+        shared = json.dumps({k: v for k, v in setting.items() if not ratio_field(k)}, sort_keys=True)
+        ratio = {} if cfg.ratio == "none" else {"ratio": cfg.ratio, **{k: v for k, v in setting.items()
+                                                                      if ratio_field(k)}}
+        if cfg.ratio == "none" and "ref_share" in setting:  # dsm_mix: its batch share sets it apart
+            ratio = {"ref_share": setting["ref_share"]}
         ratio_key = json.dumps(ratio, sort_keys=True) if ratio else ""
         groups.setdefault(shared, {}).setdefault(ratio_key, []).append(cfg)
     commands = []
-    for (_, shared), by_ratio in groups.items():
+    for shared, by_ratio in groups.items():
         ratio_free = by_ratio.pop("", [])
         # ratio-free runs go with the ratio setting that needs the fewest options (the defaults')
         ordered = sorted(by_ratio.items(), key=lambda item: len(_setting_flags(dataset, json.loads(item[0]))))
@@ -370,6 +487,12 @@ def reproduce_commands(records: list[Record], dataset: str) -> list[str]:
     return commands
 
 
+def ratio_field(key: str) -> bool:
+    """Whether a setting (run_setting's key) is one that ratio-free runs may lack: a shared ratio
+    option, an estimator's own, or the batch share (which dsm_obs and dsm_ref do not use)."""
+    return key not in FIELDS or key in RATIO_FIELDS or key == "ref_share"
+
+
 def _sweep_command(dataset: str, runs: list[RunConfig], setting: dict) -> str:
     """One `tiwbench sweep` over the runs' methods, refs, seeds and α, with the setting's options
     where they differ from the defaults."""
@@ -381,16 +504,25 @@ def _sweep_command(dataset: str, runs: list[RunConfig], setting: dict) -> str:
              f"--seeds {join('seed')}"]
     if {c.alpha for c in runs} != {1.0}:
         parts.append(f"--alphas {join('alpha')}")
-    if "oracle" in {c.ratio for c in runs}:
-        parts.append("--ratio oracle")
     return " ".join(parts + _setting_flags(dataset, setting))
 
 
 def _setting_flags(dataset: str, setting: dict) -> list[str]:
     """The command-line options that give a run setting, where it differs from the defaults of
-    the fields and the dataset (cli_flags: the inverse of the CLI's parsing)."""
+    the fields, the dataset and the ratio estimator (cli_flags: the inverse of the CLI's parsing)."""
     from . import registry
 
-    setting = setting | {"dataset_options": [tuple(o) for o in setting.get("dataset_options", [])]}
+    fields_only = {k: v for k, v in setting.items() if k in FIELDS}
+    fields_only["dataset_options"] = [tuple(o) for o in setting.get("dataset_options", [])]
     defaults = {name: f.default for name, f in FIELDS.items()} | registry.load("dataset", dataset).defaults
-    return cli_flags(setting, defaults)
+    flags = cli_flags(fields_only, defaults)
+    options = {k: v for k, v in setting.items() if k not in FIELDS}
+    if options:
+        try:
+            declared = {o.name: o.default for o in type_of(setting["ratio"]).options}
+        except TiwbenchError:  # an estimator not installed here: every option it was given
+            declared = {}
+        order = list(declared) + sorted(set(options) - set(declared))  # as the estimator declares them
+        flags += [f"--ratio-option {k}={format_value(options[k])}" for k in order
+                  if k in options and (k not in declared or options[k] != declared[k])]
+    return flags

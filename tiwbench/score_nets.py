@@ -39,7 +39,7 @@ def training_set(method: Method, data: BenchmarkData, ref_share: float = 0.0) ->
     if method.train_on == "ref":
         return data.x_ref, 1.0, ()
     x = torch.cat([data.x_bias, data.x_ref])
-    if ref_share > 0:
+    if ref_share > 0 and method.stratified_batches:
         return x, ref_share, (len(data.x_ref), ref_share)
     return x, len(data.x_ref) / len(x), ()
 
@@ -64,18 +64,21 @@ def encoder_config(cfg: RunConfig) -> RunConfig:
     """The score-training options of the encoder: those of the dsm_obs run of `cfg`'s data and
     seed, without its batch strata (it sees D_bias only)."""
     method = registry.load("method", ENCODER_METHOD)
-    return replace(for_method(cfg, ENCODER_METHOD, method.ratio, method.train_on), ref_share=0.0)
+    return replace(for_method(cfg, ENCODER_METHOD, method.ratio, method.train_on, method.stratified_batches),
+                   ref_share=0.0)
 
 
-def encoder_key(cfg: RunConfig) -> dict:
+def encoder_key(cfg: RunConfig, holdout: float) -> dict:
     """What determines the encoder: its training options (as a run id: only those that differ from
     their neutral values, so that an option added later keeps the cache) and the discriminator's
     split of D_bias."""
-    return {"run": encoder_config(cfg).run_id, "trained_on": "ratio_split_of_bias", "holdout": cfg.ratio_holdout}
+    return {"run": encoder_config(cfg).run_id, "trained_on": "ratio_split_of_bias", "holdout": holdout}
 
 
-def score_net_path(cfg: RunConfig, results: Path) -> Path:
-    return results / "_score_nets" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-bias-{digest(encoder_key(cfg))}.pt"
+def score_net_path(cfg: RunConfig, results: Path, holdout: float) -> Path:
+    """The cached encoder's score network; `holdout` is the discriminator's held-out share."""
+    name = f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-bias-{digest(encoder_key(cfg, holdout))}.pt"
+    return results / "_score_nets" / name
 
 
 def score_net_skeleton(cfg: RunConfig, recipe: DatasetRecipe) -> nn.Module:
@@ -88,9 +91,9 @@ def score_net_skeleton(cfg: RunConfig, recipe: DatasetRecipe) -> nn.Module:
 
 
 def score_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, results: Path,
-                  device: torch.device) -> nn.Module:
+                  device: torch.device, holdout: float) -> nn.Module:
     """The encoder's trained raw network F_θ for `cfg`, frozen: from the cache, else trained now."""
-    key, path = encoder_key(cfg), score_net_path(cfg, results)
+    key, path = encoder_key(cfg, holdout), score_net_path(cfg, results, holdout)
     net = score_net_skeleton(cfg, recipe)
     if dist.any_rank(not path.exists()):
         lock = run_lock(path.parent, path.name + ".lock", wait=True) if dist.is_main() else nullcontext()
@@ -99,7 +102,7 @@ def score_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, re
             # the others follow: under torchrun all train together (DDP) or none does
             if dist.any_rank(dist.is_main() and not path.exists()):
                 say("training the score network of the discriminator's encoder (D_bias, training split)")
-                x_bias = bias_training_split(data.x_ref, data.x_bias, cfg.ratio_holdout, cfg.seed)
+                x_bias = bias_training_split(data.x_ref, data.x_bias, holdout, cfg.seed)
                 ema = fit_score(encoder_config(cfg), registry.get_method(ENCODER_METHOD), recipe, data.sigma_data,
                                 (x_bias, 0.0, ()), None, device, compile=device.type == "cuda",
                                 checkpoint=path.with_suffix(".ckpt"))

@@ -22,6 +22,8 @@ class Method:
     `train_on`: which data the score network sees (D_bias, D_ref, or D_obs = D_bias ∪ D_ref).
     `ratio`: which density-ratio model the method needs, if any; it then receives `ratio`, the
     ratio r_σ of p_data to the training distribution (a TrainingRatio), in `loss` and `guidance`.
+    `stratified_batches`: a method on D_obs draws `--ref-share` of every batch from D_ref (π is
+    that share); False: uniform draws from D_obs, π = |D_ref|/|D_obs| (the paper's DSM(obs)).
     `loss` returns one value per sample, shape (B,); the trainer averages. `guidance` may shift
     the trained denoiser's output at sampling time (discriminator guidance and the like).
     """
@@ -30,6 +32,7 @@ class Method:
     description: ClassVar[str]
     train_on: ClassVar[TrainOn] = "obs"
     ratio: ClassVar[RatioNeed] = None
+    stratified_batches: ClassVar[bool] = True
 
     def loss(self, batch: Batch, denoiser: DenoiseFn, ratio: TrainingRatio | None = None,
              alpha: float = 1.0) -> Tensor:
