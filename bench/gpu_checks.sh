@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of the ratio work in one invocation, for one device call (bench/NOTES.md has the
+# Every GPU check in one invocation, for one device call (bench/NOTES.md has the
 # figures). Ordered so that a call stopped at its limit still returns whole, paired results:
 #   1. bench/throughput.py eager (fp32, tf32, bf16): DSM and TIW-DSM training steps and the
 #      18-step Heun sampler (ddpmpp32, batch 256), img/s, peak GiB, the TIW/DSM step-time ratio;

@@ -1,4 +1,4 @@
-"""Races on run locks at scale , in forked processes released at one instant.
+"""Races on run locks at scale, in forked processes released at one instant.
 
 takeover: N processes find a stale lock (left by a crashed run) and try to take it over at once;
   within each round at most one may hold it at a time, and nobody may be refused for good while

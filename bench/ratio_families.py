@@ -1,6 +1,6 @@
 """Ratio models other than a trained discriminator, against the large-σ term alone (today's prior),
-on an analytic set: which family could close gmm_hd's gap between the learned and the exact ratio
-(the ratio work)? Each is fitted on the discriminator's training split and judged on its held-out split
+on an analytic set: which family could close gmm_hd's gap between the learned and the exact ratio?
+Each is fitted on the discriminator's training split and judged on its held-out split
 (BCE per σ band: what selection would see) and against the exact ratio (the correction's error per
 σ and corr_err, π = 0.5 as in the tables: for reading only).
 
@@ -13,7 +13,7 @@ on an analytic set: which family could close gmm_hd's gap between the learned an
 - tilt: the exact noised ratio of the tilted empirical D_bias, w_σ(x) = E[w_0(x0) | x_σ = x]
   over the training split of D_bias, with w_0 the linear term at σ_min (normalised): consistent
   across σ by construction. Measured here first (as "derived"), the default base since
-  (`--ratio-limit-base tilt`, LearnedRatio.tilt_term; at most 2,048 points since then).
+  (`--ratio-option limit_base=tilt`, LearnedRatio.tilt_term; at most 2,048 points since then).
 - shrunk: the trained discriminator's states at a few early steps, their network output scaled by
   α toward the prior (α = 0 is the prior).
 """

@@ -1,4 +1,4 @@
-"""Discriminator variants against the exact ratio on the analytic sets ;
+"""Discriminator variants against the exact ratio on the analytic sets;
 on other datasets (images) the held-out BCE alone.
 
     python bench/ratio_probe.py --dataset gmm_hd --ref 0.05 --seed 0 --variants today,limit,band
@@ -43,7 +43,7 @@ VARIANTS = {
     "batch2048": ({"select": "band", "batch_size": 2048}, True),
     "patience500": ({"select": "band", "patience": 500}, True),  # stop sooner: what held-out data lose
     "patience750": ({"select": "band", "patience": 750}, True),
-    # the ratio work, measured 2026-11-30 (bench/NOTES.md); EMA is probe-side only
+    # measured 2026-11-30 (bench/NOTES.md); EMA is probe-side only
     "training_sigma": ({"select": "band", "sigma": "edm"}, True),  # σ as the score network draws it
     "mixed_sigma": ({"select": "band", "sigma": "mixed"}, True),  # half log-uniform, half that
     "ema0.99": ({"select": "band"}, True, 0.0, {"ema": 0.99}),  # selection among averaged weights

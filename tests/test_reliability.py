@@ -143,3 +143,30 @@ def test_a_signal_while_sampling_ends_with_one_line(tmp_path, signum):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.count("error: interrupted") == 1
     assert list(tmp_path.glob("*/checkpoint.pt")) and not list(tmp_path.glob("*/metrics.json"))
+
+
+@pytest.mark.parametrize("config, metrics, field", [
+    ({"method": "x/../../PWNED"}, {"bias_l2": 0.1}, "method name"),
+    ({"dataset": "../gmm2d"}, {"bias_l2": 0.1}, "dataset name"),
+    ({}, {"fd_/../../PWNED_FIG": 0.1}, "metric name"),
+    ({"ref": -5}, {"bias_l2": 0.1}, "ref must be in (0, 1]"),
+    ({"seed": -1}, {"bias_l2": 0.1}, "seed must be an integer"),
+])
+def test_a_record_whose_names_could_leave_its_folder_is_skipped_and_nothing_is_written_outside(
+        tmp_path, config, metrics, field):
+    """Record fields become paths (run ids, figure names): a hostile record is skipped with a warning
+    naming the field, and a report writes nothing outside --out."""
+    good = {"config": {"method": "dsm_obs", "dataset": "gmm2d", "ref": 0.05, "ratio": "none"},
+            "metrics": {"bias_l2": 0.5}, "shares": [1, 0, 0, 0], "target_shares": [0.25] * 4,
+            "feature_space": "data", "ratio_source": "none", "ratio_kind": None}
+    bad = {**good, "config": {**good["config"], **config}, "metrics": metrics}
+    runs = tmp_path / "deep" / "runs"
+    for name, record in (("good", good), ("bad", bad)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.json").write_text(json.dumps(record))
+    out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--results", str(runs),
+                              "--out", str(tmp_path / "o")])
+    assert out.exit_code == 0, out.output
+    assert "skipped" in out.output and field in " ".join(out.output.split())
+    written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*")}
+    assert written == {"deep", "o"} and not list(tmp_path.rglob("*PWNED*"))

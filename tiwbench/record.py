@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -14,6 +15,22 @@ from .errors import TiwbenchError
 
 SCHEMA_VERSION = 1  # records written before the field existed have this layout too
 RECORD_NAME = "metrics.json"
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")  # run ids, method, dataset and metric names
+
+
+def check_names(config: RunConfig, metrics: dict) -> None:
+    """Names that become file names (run ids, `<metric>_vs_ref.png`) and table rows: a record
+    whose method, dataset or a metric name could point outside its folder, or whose reference
+    size no run could have, is refused (and so skipped with a warning by tables and reports)."""
+    for what, name in [("method", config.method), ("dataset", config.dataset), *(("metric", m) for m in metrics)]:
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
+            raise TiwbenchError(f"{what} name {name!r} is not a plain name")
+    if not (isinstance(config.ref, float) and 0 < config.ref <= 1):
+        raise TiwbenchError(f"config field ref must be in (0, 1], got {config.ref!r}")
+    if not (isinstance(config.seed, int) and config.seed >= 0):
+        raise TiwbenchError(f"config field seed must be an integer >= 0, got {config.seed!r}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,7 @@ class Record:
         if "stratified_batches" not in values and values["config"].method == "dsm_obs":
             values["stratified_batches"] = False
         values["metrics"] = {k: float(v) for k, v in metrics.items()}
+        check_names(values["config"], values["metrics"])
         return cls(**values, folder=folder)
 
     @classmethod
