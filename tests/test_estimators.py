@@ -1,5 +1,5 @@
 """Contracts over every registered ratio estimator — built-ins and installed plugins alike — on a
-two-Gaussian problem whose exact ratio is known, and the estimator options' round trip."""
+two-group mixture whose exact ratio is known, and the estimator options' round trip."""
 
 import math
 
@@ -18,31 +18,44 @@ from tiwbench.ratio import DensityRatio, ExactRatio, TrainingRatio, log_r_and_gr
 from tiwbench.ratio_cache import ratio_model_for
 
 ESTIMATORS = registry.available("ratio")
-SHIFT = torch.tensor([1.0, 0.0])  # p_data = N(+SHIFT, I), p_bias = N(−SHIFT, I)
+SHIFT = torch.tensor([2.0, 0.0])  # two groups, N(−SHIFT, I) and N(+SHIFT, I)
+BIAS, TARGET = torch.tensor([0.9, 0.1]), torch.tensor([0.5, 0.5])  # their shares in D_bias and in p_data
 
 
-def gaussian_log_p(mean):
-    return lambda x, s: (-(x - mean).pow(2).sum(1) / (2 * (1 + s**2)) - x.shape[1] * torch.log(1 + s**2) / 2)
+def mixture_log_p(shares):
+    means = torch.stack([-SHIFT, SHIFT])
+
+    def log_p(x, s):
+        var = 1 + s**2
+        sq = (x[:, None, :] - means).pow(2).sum(2)  # (B, 2)
+        return torch.logsumexp(shares.log() - sq / (2 * var[:, None]), dim=1) - torch.log(var)  # d = 2
+    return log_p
 
 
-def two_gaussians(seed: int = 0, n_bias: int = 4000, n_ref: int = 400) -> BenchmarkData:
-    """A biased and a reference sample 2·|SHIFT| apart, with the exact noised ratio."""
+def draw(shares, n, g):
+    labels = torch.multinomial(shares, n, replacement=True, generator=g)
+    return torch.randn(n, 2, generator=g) + torch.where(labels[:, None] == 1, SHIFT, -SHIFT), labels
+
+
+def two_groups(seed: int = 0, n_bias: int = 4000, n_ref: int = 400) -> BenchmarkData:
+    """A biased and a reference sample of one two-group mixture, with the exact noised ratio and
+    D_bias's group labels: every estimator, the label-informed one included, can fit it."""
     g = torch.Generator().manual_seed(seed)
-    x_bias = torch.randn(n_bias, 2, generator=g) - SHIFT
-    x_ref = torch.randn(n_ref, 2, generator=g) + SHIFT
-    exact = lambda td: ExactRatio(gaussian_log_p(SHIFT), gaussian_log_p(-SHIFT), td)  # noqa: E731
+    x_bias, labels = draw(BIAS, n_bias, g)
+    x_ref, _ = draw(TARGET, n_ref, g)
+    exact = lambda td: ExactRatio(mixture_log_p(TARGET), mixture_log_p(BIAS), td)  # noqa: E731
     return BenchmarkData(x_bias=x_bias, x_ref=x_ref, x_eval=x_ref[:10],
-                         eval_labels=torch.zeros(10, dtype=torch.long),
-                         target_shares=torch.ones(1), sigma_data=1.0, attribute=lambda x: torch.zeros(len(x)),
-                         features=lambda x: x, feature_space="data", exact_ratio=exact,
-                         sample_bias=lambda n, gen: torch.randn(n, 2, generator=gen) - SHIFT)
+                         eval_labels=torch.zeros(10, dtype=torch.long), target_shares=TARGET,
+                         sigma_data=1.0, attribute=lambda x: torch.zeros(len(x)), features=lambda x: x,
+                         feature_space="data", exact_ratio=exact, bias_labels=labels,
+                         sample_bias=lambda n, gen: draw(BIAS, n, gen)[0])
 
 
 def fitted(name: str, kind: str, tmp_path, seed: int = 0):
     method = "tiw_dsm" if kind == "time_dependent" else "iw_dsm"
     cfg = resolve_config(method, "gmm2d", 0.05, ratio=name, ratio_steps=400, seed=seed)
     recipe = registry.get_dataset("gmm2d")  # its ratio network suits 2-d data
-    return ratio_model_for(cfg, kind, recipe, two_gaussians(seed), tmp_path, torch.device("cpu"))
+    return ratio_model_for(cfg, kind, recipe, two_groups(seed), tmp_path, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -69,10 +82,11 @@ def test_estimator_fit_contract(name, tmp_path):
 
 def check_estimator_fit(name, tmp_path):
     """Finite log w and gradient of the right shapes, and better than chance on held-out data
-    (class-balanced BCE at the smallest σ below log 2) for every kind it declares."""
+    (class-balanced BCE at the smallest σ below log 2 − 0.05; the exact ratio scores 0.54) for
+    every kind it declares."""
     cls = registry.load("ratio", name)
     g = torch.Generator().manual_seed(123)
-    x_ref, x_bias = torch.randn(2000, 2, generator=g) + SHIFT, torch.randn(2000, 2, generator=g) - SHIFT
+    x_ref, x_bias = draw(TARGET, 2000, g)[0], draw(BIAS, 2000, g)[0]
     for kind in cls.kinds:
         model, summary = fitted(name, kind, tmp_path)
         assert isinstance(model, DensityRatio) and model.time_dependent == (kind == "time_dependent")
@@ -85,7 +99,7 @@ def check_estimator_fit(name, tmp_path):
         with torch.no_grad():
             bce = (F.binary_cross_entropy_with_logits(model.log_ratio(x_ref, s), torch.ones(2000))
                    + F.binary_cross_entropy_with_logits(model.log_ratio(x_bias, s), torch.zeros(2000))) / 2
-        assert float(bce) < math.log(2) - 0.1, (name, kind, float(bce))
+        assert float(bce) < math.log(2) - 0.05, (name, kind, float(bce))
 
 
 class UnitEstimator(RatioEstimator):

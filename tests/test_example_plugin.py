@@ -55,7 +55,7 @@ def test_example_ratio_estimator_installs_registers_and_runs(tmp_path, monkeypat
     install(RATIO_EXAMPLE, tmp_path, monkeypatch)
     runner = CliRunner()
     out = runner.invoke(app, ["list"])
-    assert "kde" in out.output and "--ratio-option bandwidth=0.1" in out.output
+    assert "kde" in out.output and "--ratio-option bandwidth=0" in out.output
     res = tmp_path / "runs"
     out = runner.invoke(app, ["run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.05", "--ratio",
                               "kde", "--ratio-option", "bandwidth=0.2", "--results", str(res), *FAST])

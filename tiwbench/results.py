@@ -373,11 +373,12 @@ def ratio_setting(field: str) -> bool:
 
 
 def is_estimate(record: Record) -> bool:
-    """Whether the record's ratio was estimated (not ratio-free, not a bound such as the exact one)."""
+    """Whether the record's ratio was fitted (not ratio-free, not the exact ratio itself): its
+    error against the exact ratio is worth a table (the label-informed bound's included)."""
     if record.ratio_source == "none" or not record.ratio_kind:
         return False
     try:
-        return type_of(record.ratio_source).bound is None
+        return not type_of(record.ratio_source).needs_exact
     except TiwbenchError:  # an estimator not installed here
         return True
 

@@ -18,6 +18,7 @@ STREAMS = {
     "sampling": 2,        # the sampler's latents
     "ratio_eval_data": 3,   # fresh D_bias draws for the ratio-error curves
     "ratio_eval_noise": 4,  # the noise of those curves
+    "label_batches": 5,     # the label-informed ratio's classifier training draws
 }
 
 # Seeds that do not depend on the run's seed: what every run of a dataset shares.

@@ -16,7 +16,9 @@ from ..ratio import ExactRatio
 class Splits:
     """D_bias, D_ref (|D_ref| = ref·|D_bias|), an unbiased evaluation set with its group labels,
     and the target share of each of the K groups. Image recipes return these from `splits`.
-    `ref_stratified`: D_ref holds exactly the target shares (no reference-composition floor)."""
+    `ref_stratified`: D_ref holds exactly the target shares (no reference-composition floor).
+    `bias_labels`: the group of each D_bias sample, where the recipe knows it — no method sees it;
+    the label-informed ratio (`--ratio labels`, an upper bound) does."""
 
     x_bias: Tensor
     x_ref: Tensor
@@ -24,6 +26,7 @@ class Splits:
     eval_labels: Tensor
     target_shares: Tensor
     ref_stratified: bool = field(default=False, kw_only=True)
+    bias_labels: Tensor | None = field(default=None, kw_only=True)
 
 
 @dataclass

@@ -63,8 +63,9 @@ class DigitsLT(ImageRecipe):
                                     f"use --ref <= {most:.2f}")
             bias_idx.append(pool[:counts[k]])
             ref_idx.append(pool[counts[k]:counts[k] + n_ref_per_class])
-        return Splits(x[torch.cat(bias_idx)], x[torch.cat(ref_idx)], x[eval_idx], y[eval_idx],
-                      torch.full((10,), 0.1), ref_stratified=True)
+        bias_idx = torch.cat(bias_idx)
+        return Splits(x[bias_idx], x[torch.cat(ref_idx)], x[eval_idx], y[eval_idx],
+                      torch.full((10,), 0.1), ref_stratified=True, bias_labels=y[bias_idx])
 
     def classifier_data(self, data_root, cache_dir=None):
         x, y = load_digits_images()

@@ -96,7 +96,7 @@ class MixtureRecipe(DatasetRecipe):
     def build(self, ref: float, seed: int, data_root: Path | None = None,
               cache_dir: Path | None = None) -> BenchmarkData:
         g = generator(seed, "data")
-        x_bias, _ = self.mixture.sample(self.n_bias, self.w_bias, g)
+        x_bias, bias_labels = self.mixture.sample(self.n_bias, self.w_bias, g)
         n_ref = max(1, round(ref * self.n_bias))
         stratified = self.ref_sampling == "stratified"
         x_ref = (self.mixture.sample_exact_shares(n_ref, self.w_data, g) if stratified
@@ -113,7 +113,7 @@ class MixtureRecipe(DatasetRecipe):
             x_bias=x_bias, x_ref=x_ref, x_eval=x_eval, eval_labels=eval_labels,
             target_shares=self.w_data.clone(), sigma_data=math.sqrt(mix.variance(self.w_data)),
             attribute=mix.classify, features=lambda x: x, feature_space="data",
-            exact_ratio=exact_ratio, ref_stratified=stratified,
+            exact_ratio=exact_ratio, ref_stratified=stratified, bias_labels=bias_labels,
             sample_bias=lambda n, gen: mix.sample(n, self.w_bias, gen)[0])
 
     def score_net(self, preset: str = ""):

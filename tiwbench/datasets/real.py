@@ -129,7 +129,8 @@ class CifarLT(ImageRecipe):
         bias_idx = take_per_class(y, long_tail_counts(k, self.n_bias, self.imbalance), g, dataset=self.name)
         ref_idx = take_per_class(y, [max(1, round(ref * self.n_bias / k))] * k, g, bias_idx, self.name)
         x_test, y_test = self.read(data_root, train=False)
-        return Splits(x[bias_idx], x[ref_idx], x_test, y_test, torch.full((k,), 1 / k), ref_stratified=True)
+        return Splits(x[bias_idx], x[ref_idx], x_test, y_test, torch.full((k,), 1 / k), ref_stratified=True,
+                      bias_labels=y[bias_idx])
 
     def classifier_data(self, data_root, cache_dir=None):
         return self.read(data_root, train=True)
@@ -217,7 +218,7 @@ class GroupImageRecipe(ImageRecipe):
         ref_idx = take_per_class(groups, [max(1, round(ref * len(bias_idx) / k))] * k, g,
                                  torch.cat([bias_idx, eval_idx]), self.name)
         return Splits(x[bias_idx], x[ref_idx], x[eval_idx], groups[eval_idx], torch.full((k,), 1 / k),
-                      ref_stratified=True)
+                      ref_stratified=True, bias_labels=groups[bias_idx])
 
     def classifier_data(self, data_root, cache_dir=None):
         """The images outside the evaluation set's pool (CelebA: the train split)."""

@@ -54,10 +54,10 @@ class Shapes32(ImageRecipe):
     def splits(self, ref: float, seed: int, data_root: Path | None, cache_dir=None) -> Splits:
         g = generator(seed, "data")
         uniform = (0.25,) * 4
-        x_bias, _ = self.sample(self.n_bias, BIAS_SHARES, g)
+        x_bias, bias_labels = self.sample(self.n_bias, BIAS_SHARES, g)
         x_ref, _ = self.sample(max(1, round(ref * self.n_bias)), uniform, g)
         x_eval, labels = self.sample(self.n_eval, uniform, fixed_generator("eval"))
-        return Splits(x_bias, x_ref, x_eval, labels, torch.tensor(uniform))
+        return Splits(x_bias, x_ref, x_eval, labels, torch.tensor(uniform), bias_labels=bias_labels)
 
     def classifier_data(self, data_root, cache_dir=None):
         return self.sample(20_000, (0.25,) * 4, fixed_generator("classifier_data"))

@@ -41,8 +41,8 @@ class KernelRatio(RatioEstimator):
     name = "kde"
     description = "ratio of two Gaussian kernel density estimates (no training; low-dimensional data)"
     options = (
-        RatioOption("bandwidth", 0.1, "Kernel bandwidth h, in units of σ_data.",
-                    lambda v: None if v > 0 else "must be > 0"),
+        RatioOption("bandwidth", 0.0, "Kernel bandwidth h, in units of σ_data; 0: Scott's rule, "
+                    "n^(−1/(d+4)) with n the smaller set's size.", lambda v: None if v >= 0 else "must be >= 0"),
         RatioOption("points", 2048, "At most this many points of each set (a random subset).",
                     lambda v: None if v >= 1 else "must be >= 1"),
     )
@@ -54,5 +54,7 @@ class KernelRatio(RatioEstimator):
         def subset(x):
             return x[torch.randperm(len(x), generator=g)[:opts["points"]]]
 
-        return KDERatio(subset(data.x_ref), subset(data.x_bias), opts["bandwidth"] * data.sigma_data,
-                        request.time_dependent)
+        x_ref, x_bias = subset(data.x_ref), subset(data.x_bias)
+        scott = min(len(x_ref), len(x_bias)) ** (-1 / (x_ref[0].numel() + 4))
+        h = (opts["bandwidth"] or scott) * data.sigma_data
+        return KDERatio(x_ref, x_bias, h, request.time_dependent)

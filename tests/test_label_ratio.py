@@ -1,0 +1,84 @@
+"""The label-informed ratio against ground truth: with the exact group posterior it is the exact
+noised ratio (the identity behind it), trained it comes close, and it needs D_bias's labels."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tiwbench import registry
+from tiwbench.config import resolve_config
+from tiwbench.errors import TiwbenchError
+from tiwbench.label_ratio import LabelRatio, group_weights, with_outputs
+from tiwbench.ratio_cache import ratio_model_for
+
+CPU = torch.device("cpu")
+
+
+class ExactPosterior(nn.Module):
+    """log P_bias,σ(g | x) of a Gaussian mixture, from the preconditioned inputs LabelRatio gives
+    its network (σ = e^{4·c_noise}, x = x_in / c_in)."""
+
+    def __init__(self, mixture, w_bias, sigma_data):
+        super().__init__()
+        self.mixture, self.w_bias, self.sigma_data = mixture, w_bias, sigma_data
+
+    def forward(self, x_in, c_noise):
+        sigma = (4 * c_noise).exp()
+        x = x_in * (sigma**2 + self.sigma_data**2).sqrt()[:, None]
+        var = (self.mixture.std**2 + sigma**2)[:, None]
+        sq = (x[:, None, :] - self.mixture.means[None]).pow(2).sum(-1)
+        return self.w_bias.log()[None] - 0.5 * sq / var  # logits: normalisers cancel in the softmax
+
+
+@pytest.mark.parametrize("dataset", ["gmm2d", "gmm_hd"])
+def test_with_the_exact_posterior_it_is_the_exact_ratio_at_every_sigma(dataset):
+    recipe = registry.get_dataset(dataset)
+    data = recipe.build(0.05, 0)
+    weights = group_weights(data)  # t_g over D_bias's own label shares
+    empirical = torch.bincount(data.bias_labels, minlength=4).double() / len(data.bias_labels)
+    assert torch.allclose(empirical, recipe.w_bias.double(), atol=0.02)
+    # with D_bias's true shares the identity is exact; the estimator uses the empirical ones
+    exact_weights = (recipe.w_data.double().log() - recipe.w_bias.double().log())
+    model = LabelRatio(ExactPosterior(recipe.mixture, recipe.w_bias, data.sigma_data), data.sigma_data,
+                       exact_weights, time_dependent=True)
+    exact = data.exact_ratio(True)
+    g = torch.Generator().manual_seed(0)
+    x = data.x_bias[:500] + torch.randn(500, data.x_bias.shape[1], generator=g) * 0.5
+    for s in (0.002, 0.1, 1.0, 10.0, 80.0):
+        sigma = torch.full((500,), s)
+        assert torch.allclose(model.log_ratio(x, sigma), exact.log_ratio(x, sigma), atol=1e-4), s
+    assert torch.allclose(weights.exp(), recipe.w_data.double() / empirical)
+
+
+def test_trained_it_comes_close_to_the_exact_ratio(tmp_path):
+    from tiwbench.evaluate import ratio_diagnostics
+
+    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio="labels", ratio_steps=1500)
+    recipe = registry.get_dataset("gmm2d")
+    data = recipe.build(0.05, 0)
+    model, fit = ratio_model_for(cfg, "time_dependent", recipe, data, tmp_path, CPU)
+    scalars, _ = ratio_diagnostics(model, data, 0.5, 0, fit)
+    # the held-out-selected discriminator's is 0.05 on these data (results/gmm2d)
+    assert scalars["ratio_err"] < 0.03, scalars
+    assert fit["steps"] == 1500 and math.isfinite(fit["train_ce_last100"])
+    again, _ = ratio_model_for(cfg, "time_dependent", recipe, data, tmp_path, CPU)  # from the cache
+    x, sigma = data.x_bias[:64], torch.full((64,), 0.3)
+    assert torch.equal(again.log_ratio(x, sigma), model.log_ratio(x, sigma))
+
+
+def test_a_dataset_without_bias_labels_is_one_line():
+    data = registry.get_dataset("gmm2d").build(0.05, 0)
+    data.bias_labels = None
+    with pytest.raises(TiwbenchError, match="--ratio labels needs the group labels of D_bias"):
+        group_weights(data)
+
+
+def test_the_classifier_is_the_datasets_ratio_network_with_one_output_per_group():
+    for dataset in ("gmm2d", "digits_lt"):
+        net = with_outputs(registry.get_dataset(dataset).ratio_net(), 7)
+        outs = [m.out_features for m in net.modules() if isinstance(m, nn.Linear)]
+        assert outs[-1] == 7 and 1 not in outs[-1:]
+    with pytest.raises(TiwbenchError, match="no output layer"):
+        with_outputs(nn.Sequential(nn.Linear(3, 4)), 2)
