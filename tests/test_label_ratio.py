@@ -82,3 +82,22 @@ def test_the_classifier_is_the_datasets_ratio_network_with_one_output_per_group(
         assert outs[-1] == 7 and 1 not in outs[-1:]
     with pytest.raises(TiwbenchError, match="no output layer"):
         with_outputs(nn.Sequential(nn.Linear(3, 4)), 2)
+
+
+@pytest.mark.slow
+def test_a_run_with_the_label_informed_ratio_writes_its_record(tmp_path):
+    """Through the CLI, TensorBoard logging included (the fit summary has no discriminator curves)."""
+    import json
+
+    from conftest import FAST
+    from typer.testing import CliRunner
+
+    from tiwbench.cli import app
+
+    out = CliRunner().invoke(app, ["run", "--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.05", "--ratio",
+                                   "labels", "--results", str(tmp_path), *FAST])
+    assert out.exit_code == 0, out.output
+    (path,) = tmp_path.glob("*/metrics.json")
+    record = json.loads(path.read_text())
+    assert record["ratio_source"] == "labels" and "ratio_err" in record["metrics"]
+    assert record["ratio_fit"]["steps"] == 200

@@ -23,8 +23,9 @@ class CurveLog:
         self.writer.flush()
 
     def ratio(self, fit: dict) -> None:
-        """The discriminator's curves from its fit summary (ratio.RatioFit.summary)."""
-        for p in fit["curves"]:
+        """The discriminator's curves from its fit summary (ratio.RatioFit.summary); other
+        estimators' summaries may have none."""
+        for p in fit.get("curves", []) if isinstance(fit, dict) else []:
             for what in ("train_bce", "val_bce"):
                 if p.get(what) is not None:
                     self.writer.add_scalar(f"ratio_{what}/sigma {fit['bands'][p['band']]}", p[what], p["step"])
