@@ -175,3 +175,22 @@ def test_the_paper_protocol_is_a_fixed_number_of_steps_without_selection_or_larg
     model, summary = fitted("paper", "time_dependent", tmp_path)
     assert summary["chosen_step"] == [400] * len(summary["chosen_step"])  # the last state, every band
     assert not model.has_limit and summary["val_bce"] == [None] * len(summary["val_bce"])
+
+
+@pytest.mark.parametrize("method, kind, options, cache, run_id", [
+    ("tiw_dsm", "time_dependent", (), "ba3b2ccb", "6bb74ea9"),
+    ("iw_dsm", "time_independent", (), "4a8a22e7", "c18c5c8e"),
+    ("tiw_dsm", "time_dependent", (("limit_base", "linear"),), "5713019a", "cc962d47"),
+    ("tiw_dsm", "time_dependent", (("holdout", "0"), ("tilt_weights", "classifier")), "0ade4484", "b396830c"),
+    ("iw_dsm", "time_independent", (("refit", "true"),), "97ef410f", "51f16f19"),
+])
+def test_the_discriminators_run_ids_and_cache_keys_are_those_from_before_it_was_a_plugin(
+        method, kind, options, cache, run_id):
+    """Computed with the code before ratio estimators were plugins (`--ratio-holdout 0` and the like):
+    every run and cached model made then is found again."""
+    from tiwbench.ratio_cache import discriminator_key, train_config
+    from tiwbench.streams import digest
+
+    cfg = resolve_config(method, "gmm2d", 0.05, ratio_options=options)
+    key = discriminator_key(cfg, kind, train_config(cfg, cfg.ratio_values()), "scratch")
+    assert digest(key) == cache and cfg.run_id == f"gmm2d-{method}-ref0.05-a1-s0-{run_id}"

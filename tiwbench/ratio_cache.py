@@ -68,16 +68,23 @@ def cache_fields(train_cfg: RatioTrainConfig) -> dict:
     return {k: v for k, v in asdict(train_cfg).items() if k not in legacy or v != legacy[k]}
 
 
+def discriminator_key(cfg: RunConfig, kind: str, train_cfg: RatioTrainConfig, backbone: str) -> dict:
+    """What identifies a cached discriminator (its file name is the digest): the data, reference
+    size, seed, kind, trainer settings (cache_fields) and the frozen part's identity."""
+    key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref, "seed": cfg.seed,
+           "kind": kind, **cache_fields(train_cfg), "backbone": backbone}
+    if cfg.precision == "tf32":  # trained with TF32 matmuls (ratio training is otherwise fp32)
+        key["tf32"] = True
+    return key
+
+
 def fit_discriminator(request: RatioRequest, options: dict) -> tuple[DensityRatio, dict]:
     """The built-in discriminator (estimators.discriminator) for `request`, trained with `options`
     or read from its cache."""
     cfg, kind, data, results, device = request.cfg, request.kind, request.data, request.results, request.device
     time_dependent = kind == "time_dependent"
     train_cfg = train_config(cfg, options)
-    key = {"dataset": cfg.dataset, "dataset_options": cfg.dataset_options, "ref": cfg.ref, "seed": cfg.seed,
-           "kind": kind, **cache_fields(train_cfg), "backbone": backbone_identity(cfg, results, train_cfg.holdout)}
-    if cfg.precision == "tf32":  # trained with TF32 matmuls (ratio training is otherwise fp32)
-        key["tf32"] = True
+    key = discriminator_key(cfg, kind, train_cfg, backbone_identity(cfg, results, train_cfg.holdout))
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest(key)}.pt"
     # a cached model holds its frozen encoder's weights: no need to train (or load) the encoder.
     # All processes agree, since training the encoder is collective under torchrun.
