@@ -114,7 +114,7 @@ def no_exact_dataset():
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0"], "--ref must be in (0, 1]"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "1.5"], "--ref must be in (0, 1]"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio", "nope"],
-     "unknown ratio estimator 'nope'; available: discriminator, exact, paper"),
+     "unknown ratio estimator 'nope'; available: discriminator, exact, labels, paper"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio-option", "nope=1"],
      "ratio estimator 'discriminator' has no option 'nope'; its options: weight_decay, holdout"),
     (["--method", "tiw_dsm", "--dataset", "gmm2d", "--ref", "0.1", "--ratio-option", "holdout=x"],
