@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -35,16 +36,28 @@ def init_from_env(device: torch.device) -> torch.device:
     # NCCL for CUDA tensors (gradients, samples); gloo for the small CPU-side agreements (stop
     # requests, barriers), which NCCL cannot carry and which must not wait for the GPU
     dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
-    # leave the group while the interpreter is whole: a process exiting with it alive can abort
-    # in gloo's threads ("terminate called without an active exception", seen on rank 1, which
-    # leaves while rank 0 still evaluates)
+    # leave the group while the interpreter is whole, and together: a process exiting while a
+    # peer still uses the group can abort in gloo's threads ("terminate called without an active
+    # exception", seen on rank 1 leaving while rank 0 still evaluated; run.py now waits for it)
     atexit.register(leave)
     return device
 
 
+LEAVE_TIMEOUT_S = 120  # how long a process waits at exit for the others before leaving alone
+
+
 def leave() -> None:
-    """Destroy the process group, if there is one (idempotent)."""
+    """Destroy the process group, if there is one (idempotent), after every process has come to
+    leave it (a monitored barrier: a peer that died is reported after LEAVE_TIMEOUT_S, not waited
+    for forever)."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=LEAVE_TIMEOUT_S))
+            else:
+                barrier()
+        except RuntimeError:  # a peer is gone: nothing to wait for
+            pass
         dist.destroy_process_group()
 
 

@@ -460,23 +460,26 @@ def reproduce_commands(records: list[Record], dataset: str) -> list[str]:
     runs = [(r.config, run_setting(r)) for r in of_dataset(records, dataset)]
     if not runs:
         raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
-    groups: dict[str, dict[str, list]] = {}  # shared setting -> ratio setting -> configs
+    # shared setting -> the flags of the ratio setting -> (one such setting, configs): runs whose
+    # ratio settings differ only where the command line cannot tell them apart (the options a
+    # clean-data model ignores) share one command
+    groups: dict[str, dict[str, tuple[dict, list]]] = {}
     for cfg, setting in runs:
         shared = json.dumps({k: v for k, v in setting.items() if not ratio_field(k)}, sort_keys=True)
         ratio = {} if cfg.ratio == "none" else {"ratio": cfg.ratio, **{k: v for k, v in setting.items()
                                                                       if ratio_field(k)}}
         if cfg.ratio == "none" and "ref_share" in setting:  # dsm_mix: its batch share sets it apart
             ratio = {"ref_share": setting["ref_share"]}
-        ratio_key = json.dumps(ratio, sort_keys=True) if ratio else ""
-        groups.setdefault(shared, {}).setdefault(ratio_key, []).append(cfg)
+        flags = json.dumps(_setting_flags(dataset, ratio)) if ratio else ""
+        groups.setdefault(shared, {}).setdefault(flags, (ratio, []))[1].append(cfg)
     commands = []
     for shared, by_ratio in groups.items():
-        ratio_free = by_ratio.pop("", [])
+        ratio_free = by_ratio.pop("", ({}, []))[1]
         # ratio-free runs go with the ratio setting that needs the fewest options (the defaults')
-        ordered = sorted(by_ratio.items(), key=lambda item: len(_setting_flags(dataset, json.loads(item[0]))))
-        for i, (ratio, cfgs) in enumerate(ordered or [("{}", [])]):
+        ordered = sorted(by_ratio.items(), key=lambda item: len(json.loads(item[0])))
+        for i, (_, (ratio, cfgs)) in enumerate(ordered or [("[]", ({}, []))]):
             cfgs = cfgs + (ratio_free if i == 0 else [])
-            setting = json.loads(shared) | json.loads(ratio)
+            setting = json.loads(shared) | ratio
             main = [c for c in cfgs if c.alpha == 1]
             other = [c for c in cfgs if c.alpha != 1]
             if main:

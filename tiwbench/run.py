@@ -137,6 +137,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
                                     chunk=cfg.batch_size if data.is_image else 10_000)
     timing["sample_s"] = time.perf_counter() - t0
     if not dist.is_main():
+        dist.barrier()  # until process 0 has written the record: the processes leave together
         return None
 
     samples = generated[:cfg.num_samples]
@@ -164,5 +165,6 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
                            "samples": len(samples), "ref_stratified": int(data.ref_stratified)})
     write_text(record_path(cfg, results), record.to_json())
     (folder / "checkpoint.pt").unlink(missing_ok=True)  # the record is final; keep the folder small
+    dist.barrier()
     return record
 
