@@ -77,9 +77,11 @@ def test_a_dataset_without_bias_labels_is_one_line():
 
 def test_the_classifier_is_the_datasets_ratio_network_with_one_output_per_group():
     for dataset in ("gmm2d", "digits_lt"):
-        net = with_outputs(registry.get_dataset(dataset).ratio_net(), 7)
+        recipe = registry.get_dataset(dataset)
+        net = with_outputs(recipe.ratio_net(), 7)
         outs = [m.out_features for m in net.modules() if isinstance(m, nn.Linear)]
-        assert outs[-1] == 7 and 1 not in outs[-1:]
+        x = recipe.build(0.05, 0).x_bias[:4].float()
+        assert outs[-1] == 7 and net(x, torch.zeros(4)).shape == (4, 7)  # one logit per group
     with pytest.raises(TiwbenchError, match="no output layer"):
         with_outputs(nn.Sequential(nn.Linear(3, 4)), 2)
 

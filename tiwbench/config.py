@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TiwbenchError
+from .estimators.base import DEFAULT_ESTIMATOR, type_of
 from .streams import digest
 
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -92,7 +93,7 @@ class RunConfig:
                                  "discriminator's training split of D_bias only, and cached) | FILE (the same "
                                  "head on a frozen TorchScript encoder (x_in, c_noise) -> (B, F)).",
                                  check=backbone_error, ratio_training=True)
-    ratio: str = option("discriminator", "Density-ratio estimator of ratio-based methods (see `tiwbench list`): "
+    ratio: str = option(DEFAULT_ESTIMATOR, "Density-ratio estimator of ratio-based methods (see `tiwbench list`): "
                         "discriminator | exact (analytic datasets) | paper | a plugin's.", dataset_default=False)
     ratio_options: tuple[tuple[str, Any], ...] = option(
         (), "KEY=VALUE for the ratio estimator (its options: `tiwbench list`); repeatable.",
@@ -136,18 +137,16 @@ class RunConfig:
         """`cfg.ratio_holdout` and the like, from before the discriminator's options moved to
         `ratio_options`: deprecated aliases for one release."""
         key = name.removeprefix("ratio_")
-        if name.startswith("ratio_") and key in LEGACY_DISCRIMINATOR_FIELDS:
+        if name.startswith("ratio_") and key in discriminator_option_names():
             import warnings
 
             warnings.warn(f"RunConfig.{name} is deprecated; use cfg.ratio_values()[{key!r}]", DeprecationWarning,
                           stacklevel=2)
-            return self.ratio_values().get(key, dict(self.ratio_options).get(key))
+            return option_values(self.ratio, self.ratio_options).get(key)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def ratio_values(self) -> dict:
         """Every option of this run's ratio estimator, its stored ones over their neutral values."""
-        from .estimators.base import type_of
-
         return type_of(self.ratio).values(self.ratio_options)
 
     def to_dict(self) -> dict:
@@ -191,10 +190,45 @@ class RunConfig:
 
 # The built-in estimators' names before they were plugins (`--ratio trained|oracle`): old records
 # read as the new names, and run ids keep the old ones (RunConfig.run_id).
-LEGACY_RATIO_NAMES = {"trained": "discriminator", "oracle": "exact"}
-# The discriminator's options were run options `ratio_<name>`; their values before each existed
-LEGACY_DISCRIMINATOR_FIELDS = ("weight_decay", "holdout", "patience", "select", "limit", "limit_var", "limit_base",
-                               "tilt_weights", "refit", "prior", "sigma", "sigma_floor")
+LEGACY_RATIO_NAMES = {"trained": DEFAULT_ESTIMATOR, "oracle": "exact"}
+
+
+def discriminator_option_names() -> tuple[str, ...]:
+    """The discriminator's options, which were run options `ratio_<name>` before estimators were
+    plugins (old records, run ids and scripts still name them so)."""
+    return tuple(o.name for o in type_of(DEFAULT_ESTIMATOR).options)
+
+
+def option_values(ratio: str, stored, kind: str | None = None) -> dict:
+    """Estimator `ratio`'s option values from a configuration's stored options — with `kind`, only
+    those a fit of that kind uses; for an estimator not installed here, what was stored; none for
+    ratio-free runs."""
+    if ratio == "none":
+        return {}
+    try:
+        estimator = type_of(ratio)
+    except TiwbenchError:
+        return dict(stored)
+    values = estimator.values(stored)
+    unused = estimator().unused_options(kind, values) if kind else set()
+    return {k: v for k, v in values.items() if k not in unused}
+
+
+def option_defaults(ratio: str) -> dict:
+    """Estimator `ratio`'s declared defaults ({} if it is not installed here)."""
+    try:
+        return {o.name: o.default for o in type_of(ratio).options}
+    except TiwbenchError:
+        return {}
+
+
+def ratio_option_flags(ratio: str, values: dict) -> list[str]:
+    """`--ratio-option KEY=VALUE` for each of `values` (an estimator's options by name) that differs
+    from its declared default, in declaration order; every one for an estimator not installed."""
+    declared = option_defaults(ratio)
+    order = list(declared) + sorted(set(values) - set(declared))
+    return [f"--ratio-option {k}={format_value(values[k])}" for k in order
+            if k in values and (k not in declared or values[k] != declared[k])]
 
 
 def legacy_config(d: dict) -> dict:
@@ -202,14 +236,12 @@ def legacy_config(d: dict) -> dict:
     is the discriminator (its `ratio_*` fields its options, absent ones at their values from
     before they existed), `oracle` the exact ratio; `dsm_obs` with stratified batches is what
     is now `dsm_mix` (dsm_obs draws uniformly from D_obs, as the paper's DSM(obs))."""
-    from .estimators.base import type_of
-
     d = dict(d)
-    popped = {k: d.pop(f"ratio_{k}") for k in LEGACY_DISCRIMINATOR_FIELDS if f"ratio_{k}" in d}
+    popped = {k: d.pop(f"ratio_{k}") for k in discriminator_option_names() if f"ratio_{k}" in d}
     d["ratio"] = LEGACY_RATIO_NAMES.get(d.get("ratio", "trained"), d.get("ratio", "trained"))
-    options = type_of("discriminator").options
-    d["ratio_options"] = [] if d["ratio"] != "discriminator" else sorted(
-        [o.name, popped.get(o.name, o.neutral)] for o in options if popped.get(o.name, o.neutral) != o.neutral)
+    # stored as today's: the options that differ from their neutral (then: absent) values
+    d["ratio_options"] = [] if d["ratio"] != DEFAULT_ESTIMATOR else sorted(
+        [k, v] for k, v in popped.items() if v != type_of(DEFAULT_ESTIMATOR).option(k).neutral)
     if d.get("method") == "dsm_obs" and d.get("ref_share", 0.0) != 0.0:
         d["method"] = "dsm_mix"
     return d
@@ -336,29 +368,25 @@ def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfi
 def _ratio_choice(method_cls, recipe_cls, values: dict) -> tuple[str, tuple]:
     """The estimator's name and its options as stored (typed, checked against its declaration,
     those that differ from their neutral values), before any work starts."""
-    from .estimators.base import type_of
-
-    estimator = type_of(values.get("ratio", "discriminator"))
+    estimator = type_of(values.get("ratio", DEFAULT_ESTIMATOR))
     given: dict = {}
     for key, value in values.get("ratio_options", ()):
         if key in given:
             raise TiwbenchError(f"--ratio-option {key} is given twice")
         option = estimator.option(key)
-        given[key] = option.parse(value) if isinstance(value, str) and option.type is not str else \
-            option.validate(value)
+        given[key] = option.parse(value) if isinstance(value, str) else option.validate(value)
     if method_cls.ratio and method_cls.ratio not in estimator.kinds:
         raise TiwbenchError(f"ratio estimator {estimator.name!r} does not estimate the {method_cls.ratio} "
                             f"ratio that method {method_cls.name!r} needs")
     if method_cls.ratio and estimator.needs_exact and not recipe_cls.has_exact_ratio:
         raise TiwbenchError(f"--ratio {estimator.name} needs an exact density ratio, which dataset "
                             f"{recipe_cls.name!r} does not have")
-    effective = {**{o.name: o.default for o in estimator.options}, **given}
+    stored = estimator.normalise(method_cls.ratio, {**{o.name: o.default for o in estimator.options}, **given})
     # options the method's kind of fit ignores are at their neutral values when checked together
-    problem = estimator().check(estimator.values(estimator.normalise(method_cls.ratio, effective))) \
-        if method_cls.ratio else None
+    problem = estimator().check(estimator.values(stored)) if method_cls.ratio else None
     if problem:
         raise TiwbenchError(f"--ratio {estimator.name}: {problem}")
-    return estimator.name, estimator.normalise(method_cls.ratio, effective)
+    return estimator.name, stored
 
 
 def _deprecated_ratio_options(given: dict) -> dict:
@@ -366,7 +394,7 @@ def _deprecated_ratio_options(given: dict) -> dict:
     `ratio="oracle"`: still accepted for one release, with a DeprecationWarning."""
     import warnings
 
-    legacy = {k: given.pop(f"ratio_{k}") for k in LEGACY_DISCRIMINATOR_FIELDS if f"ratio_{k}" in given}
+    legacy = {k: given.pop(f"ratio_{k}") for k in discriminator_option_names() if f"ratio_{k}" in given}
     if legacy:
         warnings.warn(f"resolve_config(ratio_<name>=...) is deprecated; pass ratio_options="
                       f"{tuple(legacy.items())!r}", DeprecationWarning, stacklevel=3)
@@ -405,8 +433,6 @@ def for_method(cfg: RunConfig, method: str, ratio_kind: str | None, train_on: st
     cfg = replace(cfg, **{name: neutral(FIELDS[name])
                           for name in unused_fields(cfg, ratio_kind, train_on, stratified)})
     if ratio_kind:
-        from .estimators.base import type_of
-
         estimator = type_of(cfg.ratio)
         cfg = replace(cfg, ratio_options=estimator.normalise(ratio_kind, estimator.values(cfg.ratio_options)))
     return cfg
@@ -423,8 +449,6 @@ def unused_fields(cfg: RunConfig, ratio_kind: str | None, train_on: str | None,
         unused.append("ref_share")
     if not ratio_kind or cfg.ratio == "none":
         return unused + list(RATIO_FIELDS)
-    from .estimators.base import type_of
-
     try:
         shared = type_of(cfg.ratio).shared
     except TiwbenchError:  # a record of an estimator not installed here: it counts as using them all
@@ -438,7 +462,8 @@ def cli_flags(values: dict, defaults: dict) -> list[str]:
     out = []
     for f in CLI_FIELDS:
         if f.name == "ratio_options" and f.name in values:
-            out += ratio_option_flags(values.get("ratio", "discriminator"), values[f.name])
+            ratio = values.get("ratio", DEFAULT_ESTIMATOR)
+            out += ratio_option_flags(ratio, option_values(ratio, values[f.name]))
             continue
         if f.name not in values or values[f.name] == defaults.get(f.name, f.default):
             continue
@@ -450,22 +475,6 @@ def cli_flags(values: dict, defaults: dict) -> list[str]:
         else:
             out.append(f"{flag(f.name)} {format_value(value)}")
     return out
-
-
-def ratio_option_flags(ratio: str, stored) -> list[str]:
-    """`--ratio-option KEY=VALUE` for each option of estimator `ratio` whose value (from the
-    stored options) differs from its default."""
-    if ratio == "none":
-        return []
-    from .estimators.base import type_of
-
-    try:
-        estimator = type_of(ratio)
-    except TiwbenchError:  # not installed here: what was stored
-        return [f"--ratio-option {k}={format_value(v)}" for k, v in stored]
-    return [f"--ratio-option {o.name}={format_value(v)}" for o, v in zip(estimator.options,
-                                                                        estimator.values(stored).values())
-            if v != o.default]
 
 
 def format_value(value) -> str:

@@ -52,7 +52,9 @@ def print_main_tables(long, results) -> None:
                           for c, v in cells.loc[row].items()]
                 table.add_row(row, *marked)
             out.print(table)
-    where = f" --results {results}" if str(results) != "results/runs" else ""
+    from . import DEFAULT_RESULTS
+
+    where = f" --results {results}" if results != DEFAULT_RESULTS else ""
     out.print(f"Lower is better except precision and recall. Every metric, with paired differences and "
               f"floors: tiwbench table{where} --format md (or latex, csv); figures and a page: "
               f"tiwbench report --dataset NAME{where}", highlight=False)

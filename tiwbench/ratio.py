@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from .bands import BAND_EDGES, N_BANDS, SIGMA_PROPOSALS, TILT_WEIGHTS, VAL_SIGMAS, band_label
 from .checkpoint import load_torch, save_torch
 from .compiling import compile_module
+from .config import RunConfig
 from .diffusion import (
     SIGMA_MAX,
     SIGMA_MIN,
@@ -30,6 +31,7 @@ from .diffusion import (
     to_model_space,
 )
 from .errors import Interrupted
+from .estimators.discriminator import Discriminator
 from .signals import stop_requests
 from .streams import generator
 
@@ -406,28 +408,33 @@ def net_parts(net: nn.Module) -> list[nn.Module]:
 SELECTIONS = ("band", "global", "last")
 
 
+_OPTION = {o.name: o.default for o in Discriminator.options}  # the one declaration of their defaults
+_RUN = {f.name: f.default for f in fields(RunConfig)}
+
+
 @dataclass(frozen=True)
 class RatioTrainConfig:
     """How a discriminator is trained: BCE on class-balanced batches (D_ref = 1, D_bias = 0), AdamW,
-    a share of each set held out for model selection (docs/design.md §4). The RunConfig's ratio_*
-    options fill it."""
+    a share of each set held out for model selection (docs/design.md §4). The run's shared ratio
+    options and the discriminator's own (estimators/discriminator.py, which documents each) fill
+    it; the defaults are theirs."""
 
-    steps: int = 6000  # at most; early stopping may end sooner
-    batch_size: int = 512  # half from each set
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    holdout: float = 0.2  # share of D_ref and of D_bias held out; 0 = no selection, keep the last state
-    patience: int = 1500  # steps without a held-out improvement (in any band) before stopping
-    select: str = "band"  # band: best state per σ band; global: best mean over bands; last
-    limit: bool = True  # the exact large-σ term of time-dependent LearnedRatios (built with it)
-    limit_var: str = "delta"  # that term's variance: along δ, or σ_data² (the model is built with it)
-    limit_base: str = "tilt"  # linear: that term alone; tilt: D_bias tilted by it, noised (built with it)
-    tilt_weights: str = "select"  # the tilt's clean weights: linear | classifier | select (TILT_WEIGHTS)
-    refit: bool = False  # after selection, retrain on all the data for the selected lengths
-    sigma_floor: float = 0.0  # LearnedRatio's floor, in units of σ_data (the model is built with it)
-    prior: bool = True  # the untrained state (output layer zeroed where the model is built) is a candidate
-    backbone: str = "scratch"  # the network's (ratio_cache.ratio_net_for builds it; keys the cache)
-    sigma: str = "log_uniform"  # the training σ's distribution (draw_ratio_sigma)
+    steps: int = _RUN["ratio_steps"]  # at most; early stopping may end sooner
+    batch_size: int = _RUN["ratio_batch_size"]  # half from each set
+    lr: float = _RUN["ratio_lr"]
+    weight_decay: float = _OPTION["weight_decay"]
+    holdout: float = _OPTION["holdout"]  # 0 = no selection, keep the last state
+    patience: int = _OPTION["patience"]
+    select: str = _OPTION["select"]
+    limit: bool = _OPTION["limit"]  # the model is built with it, as with limit_var, limit_base, sigma_floor
+    limit_var: str = _OPTION["limit_var"]
+    limit_base: str = _OPTION["limit_base"]
+    tilt_weights: str = _OPTION["tilt_weights"]
+    refit: bool = _OPTION["refit"]
+    sigma_floor: float = _OPTION["sigma_floor"]
+    prior: bool = _OPTION["prior"]  # the untrained state (output layer zeroed where the model is built)
+    backbone: str = _RUN["ratio_backbone"]  # ratio_cache.ratio_net_for builds it; keys the cache
+    sigma: str = _OPTION["sigma"]  # the training σ's distribution (draw_ratio_sigma)
     eval_every: int = 50
 
 

@@ -9,7 +9,17 @@ import re
 import numpy as np
 import pandas as pd
 
-from .config import FIELDS, RATIO_FIELDS, RunConfig, cli_flags, format_value, unused_fields
+from .config import (
+    FIELDS,
+    RATIO_FIELDS,
+    RunConfig,
+    cli_flags,
+    format_value,
+    option_defaults,
+    option_values,
+    ratio_option_flags,
+    unused_fields,
+)
 from .errors import TiwbenchError
 from .estimators.base import DEFAULT_ESTIMATOR, type_of
 from .record import Record
@@ -55,39 +65,30 @@ def run_setting(record: Record) -> dict:
     cfg = record.config
     unused = set(unused_fields(cfg, record.ratio_kind, record.train_on, record.stratified_batches))
     setting = {k: v for k, v in cfg.to_dict().items() if k not in OWN_FIELDS and k not in unused}
-    if record.ratio_kind and cfg.ratio != "none":
-        options, _ = estimator_options(cfg, record.ratio_kind)
-        setting.update({(k if k not in FIELDS else f"ratio_{k}"): v for k, v in options.items()})
+    if record.ratio_kind:
+        setting.update({option_key(k): v
+                        for k, v in option_values(cfg.ratio, cfg.ratio_options, record.ratio_kind).items()})
     return setting
 
 
-def estimator_options(cfg: RunConfig, kind: str) -> tuple[dict, dict]:
-    """(values, defaults) of the run's estimator options that a fit of `kind` uses; for an
-    estimator not installed here, the stored values and no defaults (every one then counts as set)."""
-    try:
-        estimator = type_of(cfg.ratio)
-    except TiwbenchError:
-        return dict(cfg.ratio_options), {}
-    values = estimator.values(cfg.ratio_options)
-    unused = estimator().unused_options(kind, values)
-    return ({k: v for k, v in values.items() if k not in unused},
-            {o.name: o.default for o in estimator.options if o.name not in unused})
+def option_key(name: str) -> str:
+    """An estimator option's key among a run's settings: its name, unless a run option has it."""
+    return name if name not in FIELDS else f"ratio_{name}"
 
 
-def setting_defaults(records: list[Record]) -> dict:
-    """Per setting, the value that goes unmarked: an estimator option's declared default, a run
-    option's default where datasets cannot change it, else the value most of the records have
-    (a dataset's default, which `table` reads without loading the dataset)."""
+def setting_defaults(records: list[Record], settings: list[dict]) -> dict:
+    """Per setting (`settings[i]` is records[i]'s, formatted), the value that goes unmarked: an
+    estimator option's declared default, a run option's default where datasets cannot change it,
+    else the value most of the records have (a dataset's default, which `table` reads without
+    loading the dataset)."""
     counts: dict[str, dict[str, int]] = {}
     declared: dict[str, object] = {}
-    for r in records:
-        for k, v in run_setting(r).items():
-            counts.setdefault(k, {}).setdefault(format_value(v), 0)
-            counts[k][format_value(v)] += 1
-        if r.ratio_kind and r.config.ratio != "none":
-            _, defaults = estimator_options(r.config, r.ratio_kind)
-            declared.update({(k if k not in FIELDS else f"ratio_{k}"): format_value(v)
-                             for k, v in defaults.items()})
+    for r, setting in zip(records, settings):
+        for k, v in setting.items():
+            counts.setdefault(k, {}).setdefault(v, 0)
+            counts[k][v] += 1
+        if r.ratio_kind:
+            declared.update({option_key(k): format_value(v) for k, v in option_defaults(r.config.ratio).items()})
     out = {}
     for k, seen in counts.items():
         field = FIELDS.get(k)
@@ -107,11 +108,14 @@ def setting_marks(records: list[Record], relevant=lambda field: True) -> list[st
     """Each record's settings that set it apart: among the `relevant` ones that differ between the
     records of its dataset, those not at their unmarked value (setting_defaults), as
     "key=value, ..." in alphabetical order ("" where none)."""
-    by_dataset: dict[str, list[Record]] = {}
-    for r in records:
-        by_dataset.setdefault(r.config.dataset, []).append(r)
-    defaults = {name: setting_defaults(rs) for name, rs in by_dataset.items()}
-    settings = [{k: format_value(v) for k, v in run_setting(r).items() if relevant(k)} for r in records]
+    all_settings = [{k: format_value(v) for k, v in run_setting(r).items()} for r in records]
+    by_dataset: dict[str, tuple[list, list]] = {}
+    for r, s in zip(records, all_settings):
+        by_dataset.setdefault(r.config.dataset, ([], []))
+        by_dataset[r.config.dataset][0].append(r)
+        by_dataset[r.config.dataset][1].append(s)
+    defaults = {name: setting_defaults(rs, ss) for name, (rs, ss) in by_dataset.items()}
+    settings = [{k: v for k, v in s.items() if relevant(k)} for s in all_settings]
     seen: dict[str, dict[str, set]] = {}
     for r, s in zip(records, settings):
         for k, v in s.items():
@@ -519,14 +523,5 @@ def _setting_flags(dataset: str, setting: dict) -> list[str]:
     fields_only = {k: v for k, v in setting.items() if k in FIELDS}
     fields_only["dataset_options"] = [tuple(o) for o in setting.get("dataset_options", [])]
     defaults = {name: f.default for name, f in FIELDS.items()} | registry.load("dataset", dataset).defaults
-    flags = cli_flags(fields_only, defaults)
     options = {k: v for k, v in setting.items() if k not in FIELDS}
-    if options:
-        try:
-            declared = {o.name: o.default for o in type_of(setting["ratio"]).options}
-        except TiwbenchError:  # an estimator not installed here: every option it was given
-            declared = {}
-        order = list(declared) + sorted(set(options) - set(declared))  # as the estimator declares them
-        flags += [f"--ratio-option {k}={format_value(options[k])}" for k in order
-                  if k in options and (k not in declared or options[k] != declared[k])]
-    return flags
+    return cli_flags(fields_only, defaults) + (ratio_option_flags(setting["ratio"], options) if options else [])

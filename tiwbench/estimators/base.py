@@ -5,7 +5,7 @@ Torch-free, so that configurations and tables can read declarations without load
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -84,7 +84,7 @@ class RatioOption:
 class RatioRequest:
     """What `fit` gets: the run's configuration, which ratio to estimate (`kind`), the data and the
     dataset recipe (its `ratio_net()`), the estimator's options with defaults filled in, where
-    caches live, the device, and a progress callback."""
+    caches live, and the device."""
 
     cfg: RunConfig
     kind: str  # time_dependent | time_independent
@@ -93,7 +93,6 @@ class RatioRequest:
     options: dict
     results: Path
     device: torch.device
-    on_step: Any = field(default=lambda step: None)
 
     @property
     def time_dependent(self) -> bool:

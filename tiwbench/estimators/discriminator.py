@@ -6,15 +6,8 @@ Torch loads only when a model is fitted."""
 from __future__ import annotations
 
 from ..bands import SIGMA_PROPOSALS, TILT_WEIGHTS
+from ..config import at_least, one_of
 from .base import RatioEstimator, RatioOption
-
-
-def _at_least(low):
-    return lambda v: None if v >= low else f"must be >= {low:g}"
-
-
-def _one_of(*choices):
-    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
 
 
 class Discriminator(RatioEstimator):
@@ -26,32 +19,32 @@ class Discriminator(RatioEstimator):
                    "limit built in (the default)")
     shared = ("ratio_steps", "ratio_batch_size", "ratio_lr", "ratio_backbone")
     options = (
-        RatioOption("weight_decay", 1e-2, "AdamW weight decay.", _at_least(0), legacy=0.0),
+        RatioOption("weight_decay", 1e-2, "AdamW weight decay.", at_least(0), legacy=0.0),
         RatioOption("holdout", 0.2, "Share of D_ref and D_bias held out to select the discriminator (0 = train "
                     "all steps, keep the last).", lambda v: None if 0 <= v <= 0.5 else "must be in [0, 0.5]",
                     legacy=0.0),
         RatioOption("patience", 1500, "Stop after this many steps without a held-out improvement.",
-                    _at_least(1)),
+                    at_least(1)),
         RatioOption("select", "band", "State kept: band (best held-out BCE per σ band) | global (best mean) "
-                    "| last.", _one_of("band", "global", "last")),
+                    "| last.", one_of("band", "global", "last")),
         RatioOption("limit", True, "Build the exact large-σ limit into the time-dependent ratio (a linear "
                     "term from the two sets' means).", legacy=False),
         RatioOption("limit_var", "delta", "Variance of the large-σ term: delta (pooled variance along the "
-                    "mean difference) | sigma_data (isotropic data only).", _one_of("delta", "sigma_data"),
+                    "mean difference) | sigma_data (isotropic data only).", one_of("delta", "sigma_data"),
                     legacy="sigma_data"),
         RatioOption("limit_base", "tilt", "What the network adds to: linear (the large-σ term alone) | tilt "
-                    "(D_bias's training split tilted by that term, noised exactly).", _one_of("linear", "tilt"),
+                    "(D_bias's training split tilted by that term, noised exactly).", one_of("linear", "tilt"),
                     legacy="linear"),
         RatioOption("tilt_weights", "select", "The tilt's clean weights: linear | classifier (the "
                     "time-independent discriminator's) | select (the one better on held-out data).",
-                    _one_of(*TILT_WEIGHTS), legacy="linear"),
+                    one_of(*TILT_WEIGHTS), legacy="linear"),
         RatioOption("refit", False, "After selection, retrain on all the data for the selected steps per band."),
         RatioOption("prior", True, "Keep the untrained state (the large-σ term alone, or w = 1) as a "
                     "selection candidate.", legacy=False),
         RatioOption("sigma", "log_uniform", "Training σ: log_uniform over [0.002, 80] | edm (the score "
-                    "network's log-normal) | mixed.", _one_of(*SIGMA_PROPOSALS), legacy="log_uniform"),
+                    "network's log-normal) | mixed.", one_of(*SIGMA_PROPOSALS), legacy="log_uniform"),
         RatioOption("sigma_floor", 0.0, "Below this σ (in units of σ_data) the network sees this σ (0 = off).",
-                    _at_least(0)),
+                    at_least(0)),
     )
 
     def unused_options(self, kind, values):
@@ -70,35 +63,28 @@ class Discriminator(RatioEstimator):
                     "pass --ratio-option tilt_weights=linear or classifier")
         return None
 
-    def training_options(self, options: dict) -> dict:
-        """The trainer's settings for these options (`paper` fixes them)."""
-        return options
-
     def fit(self, request):
         from ..ratio_cache import fit_discriminator
 
-        return fit_discriminator(request, self.training_options(request.options))
+        return fit_discriminator(request, request.options)
 
 
-PAPER_PROTOCOL = {"weight_decay": 0.0, "holdout": 0.0, "patience": 1500, "select": "last", "limit": False,
-                  "limit_var": "sigma_data", "limit_base": "linear", "tilt_weights": "linear", "refit": False,
-                  "prior": False, "sigma": "log_uniform", "sigma_floor": 0.0}
+# The published protocol is the discriminator as it was before any of its options existed: every
+# option at its neutral (legacy) value — no weight decay, no holdout, no large-σ term, no prior —
+# and the last state kept.
+PAPER_PROTOCOL = {**{o.name: o.neutral for o in Discriminator.options}, "select": "last"}
 
 
-class Paper(Discriminator):
+class Paper(RatioEstimator):
     """The published protocol (Kim et al. 2024): a σ-conditioned discriminator trained with BCE on
     balanced batches of noised D_ref and D_bias for a fixed number of steps (`--ratio-steps`), Adam
     without weight decay, the last state kept: no held-out selection, no large-σ term, no prior."""
 
     name = "paper"
     description = "the paper's discriminator protocol: fixed steps, last state, no selection or large-σ term"
-    options = ()
+    shared = Discriminator.shared
 
-    def unused_options(self, kind, values):
-        return set()
+    def fit(self, request):
+        from ..ratio_cache import fit_discriminator
 
-    def check(self, values):
-        return None
-
-    def training_options(self, options):
-        return dict(PAPER_PROTOCOL)
+        return fit_discriminator(request, dict(PAPER_PROTOCOL))
