@@ -13,7 +13,7 @@ from tiwbench.classifier import batched, train_classifier
 from tiwbench.cli import app
 from tiwbench.datasets.digits import DigitsLT
 from tiwbench.datasets.real import CelebA, Cifar10LT, Cifar100LT, FFHQGender
-from tiwbench.datasets.shapes import BIAS_SHARES, Shapes32
+from tiwbench.datasets.shapes import BIAS_SHARES, Shapes16, Shapes32, render_shapes, stratified_groups
 from tiwbench.errors import TiwbenchError
 from tiwbench.nets.unet import UNet, unet_config
 from tiwbench.record import Record
@@ -67,6 +67,21 @@ def test_shapes32_subgroup_shares_and_classifier_accuracy():
     clf = train_classifier(xc, yc, 4, recipe.classifier_steps // 2)
     xe, ye = recipe.sample(4000, (0.25,) * 4, torch.Generator().manual_seed(99))  # held out
     assert (batched(clf, xe).argmax(1) == ye).double().mean() >= 0.99
+
+
+def test_shapes16_splits_and_shapes32_images_unchanged():
+    s = Shapes16().splits(0.01, seed=0, data_root=None)
+    assert s.x_bias.shape == (12_000, 3, 16, 16) and len(s.x_ref) == 120  # the smallest size: 120 images
+    assert s.ref_stratified  # D_ref of exactly the target shares: stratified_groups
+    assert s.bias_labels is not None and len(s.bias_labels) == 12_000
+    counts = torch.bincount(stratified_groups(600, 4, torch.Generator().manual_seed(0)), minlength=4)
+    assert counts.tolist() == [150] * 4
+    assert torch.bincount(s.eval_labels, minlength=4).tolist() == [1000] * 4
+    shares = torch.bincount(s.bias_labels, minlength=4).double() / 12_000
+    assert torch.allclose(shares, torch.tensor(BIAS_SHARES, dtype=torch.double), atol=0.015)
+    # places and radii scale with the size: at 32 pixels the images are those shapes32 always drew
+    x = render_shapes(torch.arange(16) % 4, torch.Generator().manual_seed(3), 32)
+    assert float(x.double().sum()) == pytest.approx(-1994.7633152604103, abs=1e-9)
 
 
 class SmallShapes(Shapes32):

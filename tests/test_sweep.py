@@ -230,3 +230,20 @@ def test_many_simultaneous_starts_have_no_spurious_failure(tmp_path):
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda _: check_writable(tmp_path / "run"), range(500)))
+
+
+@pytest.mark.slow
+def test_parallel_sweep_runs_each_group_once_with_logs(tmp_path):
+    out = sweep(tmp_path, "dsm_obs,iw_dsm", "--jobs", "2")
+    assert out.exit_code == 0, out.output
+    assert "4 runs, 4 run now, 0 already finished, 0 failed" in out.output
+    assert "2 processes of 1 thread" in out.output
+    assert len(list(tmp_path.glob("*/metrics.json"))) == 4
+    assert len(list((tmp_path / "_ratios").glob("*time_independent*.pt"))) == 2  # one per seed
+    logs = sorted(p.name for p in (tmp_path / "_logs").iterdir())
+    assert logs == ["gmm2d-ref0.05-s0.log", "gmm2d-ref0.05-s1.log"]
+    assert "gmm2d-iw_dsm-ref0.05-a1-s0" in (tmp_path / "_logs" / logs[0]).read_text()
+    out = sweep(tmp_path, "dsm_obs,iw_dsm", "--jobs", "2")
+    assert "4 runs, 0 run now, 4 already finished" in out.output
+    bad = sweep(tmp_path, "dsm_obs", "--jobs", "2", "--launcher", "submitit")
+    assert bad.exit_code == 2 and "--jobs is for the local launcher" in bad.output

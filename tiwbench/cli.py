@@ -106,12 +106,14 @@ def sweep(
     slurm_partition: str | None = typer.Option(None, help="Slurm partition (submitit launcher)."),
     slurm_time: int = typer.Option(240, help="Slurm time limit per job, minutes (submitit launcher)."),
     slurm_gpus: int = typer.Option(1, help="GPUs per Slurm job (submitit launcher)."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Runs in parallel on this machine (local launcher), "
+                             "the CPU cores split among them."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the planned run ids and stop."),
     options: dict | None = None,
 ):
     """Run methods × reference sizes × seeds (× α); finished runs are skipped, failures reported."""
     from .console import is_main_process
-    from .sweep import parse_list, plan, run_local, submit
+    from .sweep import parse_list, plan, run_local, run_parallel, submit
 
     if launcher not in ("local", "submitit"):
         fail(f"--launcher must be local or submitit, got {launcher!r}")
@@ -121,6 +123,8 @@ def sweep(
     if dry_run:
         typer.echo("\n".join(c.run_id for c in configs))
         return
+    if launcher == "submitit" and jobs > 1:
+        fail("--jobs is for the local launcher; with submitit each (ref, seed) group is a job of its own")
     if launcher == "submitit":
         slurm = {"timeout_min": slurm_time, "gpus_per_node": slurm_gpus}
         if slurm_partition:
@@ -129,7 +133,12 @@ def sweep(
         typer.echo(f"sweep: submitted {len(jobs)} jobs for the unfinished runs of {len(configs)}: "
                    + " ".join(j.job_id for j in jobs))
         return
-    out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
+    if jobs > 1 and not is_main_process():
+        fail("--jobs is for one machine's processes; under torchrun leave it at 1")
+    if jobs > 1:
+        out = run_parallel(configs, results, jobs, device=device, data_root=data_root, compile=compile)
+    else:
+        out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
     if not is_main_process():  # torchrun: process 0 reports
         raise typer.Exit(1 if out.failed else 0)
     busy = f", {len(out.busy)} busy in another process" if out.busy else ""

@@ -226,6 +226,32 @@ def prdc_metrics(real: Tensor, fake: Tensor, k: int = PRDC_K, n: int = PRDC_N) -
     return {name: float(out[name]) for name in ("precision", "recall", "density", "coverage")}
 
 
+def objective_shares(method, data, train_set: tuple[Tensor, float, tuple], alpha: float) -> Tensor | None:
+    """The group shares a perfect fit of the method's own objective generates (`Method.fits`): the
+    target for the debiasing methods at α = 1; for the others their training mixture as the
+    attribute classifier sees it, so that its errors cancel out of fit_gap. None where unknown."""
+    if method.fits == "target":
+        return data.target_shares.double() if alpha == 1 else None
+    if method.fits != "training":
+        return None
+    x, _, strata = train_set
+    k = len(data.target_shares)
+    shares_of = lambda part: torch.bincount(data.attribute(part).long(), minlength=k).double() / len(part)  # noqa: E731
+    if not strata:  # uniform draws over the training set
+        return shares_of(x)
+    n_ref, share = strata  # that share of every batch from the last n_ref rows (D_ref)
+    return share * shares_of(x[-n_ref:]) + (1 - share) * shares_of(x[:-n_ref])
+
+
+def fit_metrics(shares: list[float], fit_shares: Tensor | None) -> dict:
+    """fit_gap: the L2 distance of the samples' shares to what a perfect fit of the method's
+    objective generates; above its sampling floor, the network has not learned what it was
+    trained on, and a bias number is partly under-fitting rather than the method."""
+    if fit_shares is None:
+        return {}
+    return {"fit_gap": float((torch.tensor(shares, dtype=torch.float64) - fit_shares).norm())}
+
+
 def run_metrics(samples: Tensor, data) -> tuple[dict, list[float], list[float]]:
     """A run's sample metrics: bias against the target shares (raw, and corrected through the
     attribute classifier's confusion matrix measured on the labelled evaluation set, which the

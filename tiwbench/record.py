@@ -56,6 +56,7 @@ class Record:
     train_on: str | None = None  # the method's training set: bias | ref | obs (None: older records)
     stratified_batches: bool | None = None  # whether the method honours --ref-share (None: older records)
     sizes: dict[str, int] = field(default_factory=dict)  # |D_bias|, |D_ref|, |eval|, samples: for floors
+    fit_shares: list[float] | None = None  # what a perfect fit of the method's objective generates (fit_gap)
     schema_version: int = SCHEMA_VERSION
     folder: Path | None = field(default=None, compare=False)  # where it was read from; not written
 

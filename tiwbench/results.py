@@ -23,7 +23,7 @@ from .config import (
 from .errors import TiwbenchError
 from .estimators.base import DEFAULT_ESTIMATOR, type_of
 from .record import Record
-from .stats import best_and_ties, bias_floors, paired_to_baseline, row_label
+from .stats import best_and_ties, bias_floors, paired_to_baseline, row_label, share_floor
 
 LONG_COLUMNS = ["dataset", "method", "ratio", "settings", "ref", "alpha", "metric", "mean", "std", "n"]
 # Added columns: `best` (bold: lowest mean or tied with it), the paired difference to a baseline.
@@ -33,10 +33,11 @@ CELLS_NOTE = ("Cells: mean ± std over seeds (n). Bold: the lowest mean of its c
               "statistically tied with it (the 95% Student-t interval of the per-seed difference reaches 0; "
               "rows sharing fewer than two seeds with it are not tested). Under each table, each row's "
               "difference to the baseline, paired by seed.")
-NOT_RANKED = {"attr_acc", "density"}  # attr_acc: the dataset's classifier's; density: best at 1, not highest
+# attr_acc: the dataset's classifier's; density: best at 1, not highest; fit_gap: a diagnostic of the network
+NOT_RANKED = {"attr_acc", "density", "fit_gap"}
 HIGHER_IS_BETTER = {"precision", "recall", "coverage"}
-METRIC_ORDER = ["bias_l2", "bias_l1", "bias_kl", "fd_", "precision", "recall", "density", "coverage", "corr_err",
-                "ratio_err", "ratio_val_bce", "w_collapse", "attr_acc"]
+METRIC_ORDER = ["bias_l2", "bias_l1", "bias_kl", "fit_gap", "fd_", "precision", "recall", "density", "coverage",
+                "corr_err", "ratio_err", "ratio_val_bce", "w_collapse", "attr_acc"]
 # Config fields with a column (or label mark) of their own; the others make a run's setting.
 OWN_FIELDS = ("dataset", "method", "ref", "alpha", "seed", "ratio", "ratio_options")
 
@@ -178,7 +179,7 @@ def row_names(long: pd.DataFrame) -> list[str]:
             for m, r, s in zip(long.method, long.ratio.fillna(""), long.settings.fillna(""))]
 
 
-MAIN_METRICS = ("bias_l2", "bias_l2_corrected", "fid", "fd_", "precision", "recall")
+MAIN_METRICS = ("bias_l2", "bias_l2_corrected", "fit_gap", "fid", "fd_", "precision", "recall")
 
 
 def main_table(long: pd.DataFrame, dataset: str, ref: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -299,9 +300,32 @@ def table_notes(records: list[Record], dataset: str | None = None) -> dict[tuple
                  "D_ref is drawn with exactly the target shares: digits_lt, the real datasets, "
                  "`--dataset-option ref_sampling=stratified` on gmm2d and gmm_hd). " + "; ".join(lines) + ".")
            for key, lines in notes.items()}
+    for name in sorted({r.config.dataset for r in of_dataset(records, dataset) if "fit_gap" in r.metrics}):
+        out[(name, "fit_gap")] = fit_gap_note([r for r in of_dataset(records, name) if "fit_gap" in r.metrics])
     for name in sorted({r.config.dataset for r in of_dataset(records, dataset) if "ratio_val_bce" in r.metrics}):
         out[(name, "ratio_val_bce")] = CHANCE_BCE_NOTE + tilt_weights_note(of_dataset(records, name))
     return out
+
+
+def fit_gap_note(records: list[Record]) -> str:
+    """What fit_gap measures and its sampling floor, √(Σ f(1−f)/N) for the shares f a perfect fit
+    generates (stats.share_floor), per row label over its records."""
+    floors: dict[str, list[float]] = {}
+    for r, label in zip(records, row_labels(records)):
+        floors.setdefault(label, []).append(share_floor(r.fit_shares, len_samples(r)))
+    spans = "; ".join(f"{label} {min(v):.3g}" + (f"–{max(v):.3g}" if max(v) - min(v) >= 5e-4 else "")
+                      for label, v in sorted(floors.items(), key=lambda kv: natural_key(kv[0])))
+    return ("fit_gap: the L2 distance of the samples' group shares to those a perfect fit of the method's own "
+            "objective generates — the target for the debiasing methods, the training mixture as the "
+            "attribute classifier sees it for dsm_obs, dsm_mix and dsm_ref (none for tiw_nocorr, whose "
+            "minimiser is neither). Above its sampling floor the network has not learned what it was trained "
+            "on, and part of that row's bias is under-fitting rather than the method. Sampling floors "
+            f"(root mean square, √(Σ f(1−f)/N)): {spans}.")
+
+
+def len_samples(record: Record) -> int:
+    """The number of samples a record's shares were measured on."""
+    return record.sizes.get("samples") or record.config.num_samples
 
 
 def tilt_weights_note(records: list[Record]) -> str:

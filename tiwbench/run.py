@@ -142,6 +142,8 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
 
     samples = generated[:cfg.num_samples]
     metrics, shares, group_accuracy = evaluate.run_metrics(samples, data)
+    fit_shares = evaluate.objective_shares(method, data, train_set, cfg.alpha)
+    metrics.update(evaluate.fit_metrics(shares, fit_shares))
     fid = evaluate.run_fid(generated[:cfg.fid_samples or cfg.num_samples], data, cfg.fid_ref, dev,
                            results / "_cache", [cfg.dataset, cfg.dataset_options])
     if fid is not None:
@@ -153,7 +155,9 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     evaluate.save_samples_figure(samples, folder / "samples.png")
     timing["total_s"] = time.perf_counter() - started
     record = Record(config=cfg, metrics=metrics, shares=shares,
-                    target_shares=[float(s) for s in data.target_shares], feature_space=data.feature_space,
+                    target_shares=[float(s) for s in data.target_shares],
+                    fit_shares=None if fit_shares is None else [round(float(s), 6) for s in fit_shares],
+                    feature_space=data.feature_space,
                     ratio_source=cfg.ratio, ratio_kind=method.ratio, timing=timing,
                     versions={"tiwbench": __version__, "torch": torch.__version__,
                               "python": platform.python_version()},

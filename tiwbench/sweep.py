@@ -4,6 +4,9 @@ ones, report a failing run and go on. Ratio models are shared through the run ca
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -11,7 +14,7 @@ from pathlib import Path
 
 from . import registry
 from .config import RunConfig, resolve_config
-from .console import progress_bar, say
+from .console import console, progress_bar, say
 from .errors import Interrupted, TiwbenchError
 from .locks import RunInProgress
 from .record import finished
@@ -98,6 +101,72 @@ def _run_group(configs: list[RunConfig], results: Path, device: str, data_root: 
     """A Slurm job's body: run its configurations in order; returns the outcome as a dict."""
     out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
     return {"done": out.done, "skipped": out.skipped, "failed": out.failed}
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _worker_start(threads: int, log: Path) -> None:
+    """A parallel sweep's worker: its share of the cores (two PyTorch processes each using all of
+    them slow each other several-fold), its messages in its own log file, not the terminal."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if console.file not in (sys.stderr, sys.stdout):
+        console.file.close()  # the previous group's log
+    console.file = open(log, "a", buffering=1)  # noqa: SIM115 - closed with the next group's
+
+
+def run_parallel(configs: list[RunConfig], results: Path, jobs: int, device: str = "auto",
+                 data_root: Path | None = None, compile: bool | None = None) -> SweepOutcome:
+    """Run the configurations in `jobs` worker processes on this machine, the cores split among
+    them; each worker takes whole (dataset, ref, seed) groups, so a ratio model is trained once
+    and no worker waits for another's. Progress counts records as they appear; workers log to
+    RESULTS/_logs/. Ctrl-C stops the workers at their next step (their checkpoints resume)."""
+    out = SweepOutcome()
+    pending = unfinished(configs, results)
+    out.skipped = len(configs) - len(pending)
+    groups = group_by_data(pending)
+    jobs = max(1, min(jobs, len(groups)))
+    threads = max(1, usable_cores() // jobs)
+    say(f"sweep: {len(pending)} runs in {len(groups)} groups on {jobs} processes of {threads} "
+        f"thread{'s' * (threads > 1)}; logs in {results / '_logs'}")
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(_worker_group, group, results, device, data_root, compile, threads,
+                               results / "_logs" / f"{group[0].dataset}-ref{group[0].ref:g}-s{group[0].seed}.log"):
+                   group for group in groups}
+        with progress_bar("sweep", len(configs)) as update:
+            waiting = set(futures)
+            while waiting:
+                done, waiting = wait(waiting, timeout=5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    group_out = future.result()
+                    out.done += group_out["done"]
+                    out.busy += group_out["busy"]
+                    out.failed += [tuple(f) for f in group_out["failed"]]
+                    for run_id, message in group_out["failed"]:
+                        say(f"[red]failed[/red] {run_id}: {message}")
+                update(out.skipped + sum(finished(record_path(c, results)) for c in pending))
+    except KeyboardInterrupt:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise Interrupted("sweep interrupted: finished runs are kept, unfinished ones resume") from None
+    pool.shutdown(wait=True)
+    return out
+
+
+def _worker_group(configs: list[RunConfig], results: Path, device: str, data_root: Path | None,
+                  compile: bool | None, threads: int, log: Path) -> dict:
+    """One group of a parallel sweep, in a worker process."""
+    _worker_start(threads, log)
+    out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
+    return {"done": out.done, "busy": out.busy, "failed": out.failed}
 
 
 def submit(configs: list[RunConfig], results: Path, device: str = "auto", data_root: Path | None = None,

@@ -1,5 +1,6 @@
-"""`shapes32`: procedural 32×32 RGB images with two binary attributes (four subgroups), the
-offline stand-in for CelebA's gender × black-hair benchmark. Fresh samples are unlimited."""
+"""`shapes32` and `shapes16`: procedural RGB images with two binary attributes (four subgroups),
+the offline stand-in for CelebA's gender × black-hair benchmark. Fresh samples are unlimited.
+shapes16 is the CPU-sized one: 16×16, a reference set of exactly the target shares."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ BIAS_SHARES = (0.465, 0.296, 0.115, 0.124)
 def render_shapes(groups: Tensor, generator: torch.Generator, size: int = 32) -> Tensor:
     """One image per group label: a circle (g % 2 = 0) or square (g % 2 = 1), light (g < 2) or
     dark (g >= 2), at a random place, size and hue, on a noisy mid-grey gradient; in [−1, 1]."""
-    n = len(groups)
+    n, scale = len(groups), size / 32  # places and radii scale with the size; edges stay a pixel wide
     rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     square, dark = (groups % 2 == 1)[:, None, None], (groups >= 2)[:, None, None]
     coords = torch.arange(size, dtype=torch.float32) + 0.5
     yy, xx = coords[None, :, None], coords[None, None, :]
-    cx, cy = (10 + 12 * rand(n))[:, None, None], (10 + 12 * rand(n))[:, None, None]
-    r = (6 + 4 * rand(n))[:, None, None]
+    cx, cy = (scale * (10 + 12 * rand(n)))[:, None, None], (scale * (10 + 12 * rand(n)))[:, None, None]
+    r = (scale * (6 + 4 * rand(n)))[:, None, None]
     dist = torch.where(square, torch.maximum((xx - cx).abs(), (yy - cy).abs()) / 0.85,
                        ((xx - cx) ** 2 + (yy - cy) ** 2).sqrt())
     mask = torch.sigmoid(2.0 * (r - dist))[:, None]  # soft edge, (n, 1, H, W)
@@ -61,3 +62,31 @@ class Shapes32(ImageRecipe):
 
     def classifier_data(self, data_root, cache_dir=None):
         return self.sample(20_000, (0.25,) * 4, fixed_generator("classifier_data"))
+
+
+def stratified_groups(n: int, k: int, generator: torch.Generator) -> Tensor:
+    """n group labels, as equal a count of each of the k groups as n allows, in random order."""
+    return torch.arange(n)[torch.randperm(n, generator=generator)] % k
+
+
+class Shapes16(Shapes32):
+    name = "shapes16"
+    description = ("procedural 16×16 RGB shapes, attributes shape × darkness; D_bias 12k with "
+                   "CelebA's subgroup shares 46.5/29.6/11.5/12.4 %, D_ref of exactly the uniform "
+                   "target (ref 0.01 = 120 images); CPU-sized")
+    img_resolution = 16
+    n_bias, n_eval = 12_000, 4_000
+    defaults = {"steps": 3000, "batch_size": 64, "lr": 2e-3, "ratio_steps": 800,
+                "ratio_batch_size": 128, "num_samples": 2000, "ema_decay": 0.995}
+
+    def splits(self, ref: float, seed: int, data_root: Path | None, cache_dir=None) -> Splits:
+        g = generator(seed, "data")
+        uniform = (0.25,) * 4
+        x_bias, bias_labels = self.sample(self.n_bias, BIAS_SHARES, g)
+        ref_groups = stratified_groups(max(4, round(ref * self.n_bias)), 4, g)
+        x_ref = render_shapes(ref_groups, g, self.img_resolution)
+        eval_gen = fixed_generator("eval")
+        eval_labels = stratified_groups(self.n_eval, 4, eval_gen)
+        x_eval = render_shapes(eval_labels, eval_gen, self.img_resolution)
+        return Splits(x_bias, x_ref, x_eval, eval_labels, torch.tensor(uniform), ref_stratified=True,
+                      bias_labels=bias_labels)

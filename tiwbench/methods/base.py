@@ -12,6 +12,7 @@ from ..diffusion import Batch
 from ..ratio import TrainingRatio
 
 TrainOn = Literal["bias", "ref", "obs"]
+Fits = Literal[None, "training", "target"]
 RatioNeed = Literal[None, "time_dependent", "time_independent"]
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -24,6 +25,8 @@ class Method:
     ratio r_σ of p_data to the training distribution (a TrainingRatio), in `loss` and `guidance`.
     `stratified_batches`: a method on D_obs draws `--ref-share` of every batch from D_ref (π is
     that share); False: uniform draws from D_obs, π = |D_ref|/|D_obs| (the paper's DSM(obs)).
+    `fits`: what a perfect fit of the objective generates, for the fit diagnostic (`fit_gap`):
+    "training" (the training mixture), "target" (p_data, at α = 1), or None (not known: no fit_gap).
     `loss` returns one value per sample, shape (B,); the trainer averages. `guidance` may shift
     the trained denoiser's output at sampling time (discriminator guidance and the like).
     """
@@ -33,6 +36,7 @@ class Method:
     train_on: ClassVar[TrainOn] = "obs"
     ratio: ClassVar[RatioNeed] = None
     stratified_batches: ClassVar[bool] = True
+    fits: ClassVar[Fits] = None
 
     def loss(self, batch: Batch, denoiser: DenoiseFn, ratio: TrainingRatio | None = None,
              alpha: float = 1.0) -> Tensor:

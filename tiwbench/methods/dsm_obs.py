@@ -8,6 +8,7 @@ class DSMObs(Method):
 
     name = "dsm_obs"
     description = "DSM on uniform draws from D_bias ∪ D_ref (the paper's biased baseline)"
+    fits = "training"
     train_on = "obs"
     stratified_batches = False
 

@@ -8,4 +8,5 @@ class DSMRef(DSMObs):
 
     name = "dsm_ref"
     description = "DSM on D_ref only (unbiased, few samples)"
+    fits = "training"
     train_on = "ref"

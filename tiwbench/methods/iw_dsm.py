@@ -8,6 +8,7 @@ class IWDSM(Method):
 
     name = "iw_dsm"
     description = "DSM on D_obs weighted by a time-independent (clean-data) density ratio"
+    fits = "target"
     train_on = "obs"
     ratio = "time_independent"
 

@@ -12,6 +12,7 @@ class TIWDSM(Method):
 
     name = "tiw_dsm"
     description = "DSM on D_obs with time-dependent importance weights and score correction"
+    fits = "target"
     train_on = "obs"
     ratio = "time_dependent"
     correction = True

@@ -9,3 +9,4 @@ class TIWNoCorr(TIWDSM):
     name = "tiw_nocorr"
     description = "TIW-DSM weights without the score correction (ablation)"
     correction = False
+    fits = None  # its minimiser is neither the training mixture's score nor p_data's

@@ -1,0 +1,65 @@
+"""The fit diagnostic: what a perfect fit of each method's objective generates, and fit_gap."""
+
+import json
+
+import pytest
+import torch
+from conftest import FAST
+from typer.testing import CliRunner
+
+from tiwbench import registry
+from tiwbench.cli import app
+from tiwbench.evaluate import fit_metrics, objective_shares
+from tiwbench.record import load_records
+from tiwbench.results import long_table, main_table, table_notes
+from tiwbench.score_nets import training_set
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return registry.get_dataset("gmm2d").build(0.05, 0)
+
+
+def shares_of(data, x):
+    return torch.bincount(data.attribute(x).long(), minlength=4).double() / len(x)
+
+
+def test_each_methods_objective_shares(data):
+    def fits(name, alpha=1.0, ref_share=0.5):
+        method = registry.get_method(name)
+        return objective_shares(method, data, training_set(method, data, ref_share), alpha)
+
+    obs, ref = torch.cat([data.x_bias, data.x_ref]), data.x_ref
+    assert torch.equal(fits("dsm_obs"), shares_of(data, obs))  # uniform draws from D_obs
+    assert torch.equal(fits("dsm_ref"), shares_of(data, ref))
+    mix = 0.3 * shares_of(data, ref) + 0.7 * shares_of(data, data.x_bias)  # 30 % of each batch from D_ref
+    assert torch.allclose(fits("dsm_mix", ref_share=0.3), mix, atol=1e-12)
+    assert (fits("dsm_mix") - fits("dsm_obs")).norm() > 0.1  # oversampling moves the mixture
+    for name in ("iw_dsm", "tiw_dsm", "tiw_corr"):
+        assert torch.equal(fits(name), data.target_shares.double())
+        assert fits(name, alpha=0.5) is None  # its objective's shares are not known
+    assert fits("tiw_nocorr") is None  # neither the training mixture's score nor p_data's
+    assert fit_metrics([0.5, 0.5, 0.0, 0.0], torch.tensor([0.25] * 4, dtype=torch.double)) == {"fit_gap": 0.5}
+    assert fit_metrics([0.5, 0.5, 0.0, 0.0], None) == {}
+
+
+@pytest.mark.slow
+def test_records_and_tables_carry_fit_gap(tmp_path):
+    for method in ("dsm_obs", "tiw_nocorr"):
+        out = runner.invoke(app, ["run", "--method", method, "--dataset", "gmm2d", "--ref", "0.05",
+                                  "--results", str(tmp_path), *FAST])
+        assert out.exit_code == 0, out.output
+    records = {r.config.method: r for r in load_records(tmp_path)}
+    obs = records["dsm_obs"]
+    raw = json.loads((obs.folder / "metrics.json").read_text())
+    gap = float((torch.tensor(raw["shares"]) - torch.tensor(raw["fit_shares"])).double().norm())
+    assert raw["metrics"]["fit_gap"] == pytest.approx(gap, abs=1e-5)
+    assert raw["fit_shares"][0] > 0.4  # D_obs's majority group, not the uniform target
+    assert records["tiw_nocorr"].fit_shares is None and "fit_gap" not in records["tiw_nocorr"].metrics
+    long = long_table(list(records.values()))
+    cells, _ = main_table(long, "gmm2d", 0.05)
+    assert "fit_gap" in cells.columns and cells.loc["tiw_nocorr", "fit_gap"] == "–"
+    note = table_notes(list(records.values()))[("gmm2d", "fit_gap")]
+    assert "dsm_obs 0.0" in note and "tiw_nocorr" in note.split("Sampling floors")[0]
