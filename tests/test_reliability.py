@@ -1,6 +1,7 @@
 """Defects found by a hostile user (issue 10): each test failed on the code before the fix."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -170,3 +171,59 @@ def test_a_record_whose_names_could_leave_its_folder_is_skipped_and_nothing_is_w
     assert "skipped" in out.output and field in " ".join(out.output.split())
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*")}
     assert written == {"deep", "o"} and not list(tmp_path.rglob("*PWNED*"))
+
+
+@pytest.mark.parametrize("tamper", ["scaled", "zeroed", "nan", "step"])
+def test_a_saved_state_changed_after_writing_is_refused_by_name(tmp_path, tamper):
+    from tiwbench.checkpoint import load_torch, save_torch
+    from tiwbench.errors import TiwbenchError
+
+    path = tmp_path / "state.pt"
+    save_torch(path, {"config": {"a": 1}, "model": {"w": torch.ones(3, 2)}, "step": 5, "curves": [(1, 0.5)]})
+    assert load_torch(path, expect={"a": 1})["step"] == 5  # ours reads back
+    obj = torch.load(path, weights_only=True)
+    if tamper == "scaled":
+        obj["model"]["w"] *= 5
+    elif tamper == "zeroed":
+        obj["model"]["w"].zero_()
+    elif tamper == "nan":
+        obj["model"]["w"][0, 0] = float("nan")
+        del obj["digest"]  # as a file from before digests were stored: NaN is still refused
+    else:
+        obj["step"] = 10**6
+    torch.save(obj, path)
+    with pytest.raises(TiwbenchError, match="state.pt (is not what tiwbench wrote|holds NaN)"):
+        load_torch(path, expect={"a": 1})
+
+
+def test_a_tampered_ratio_cache_ends_a_run_with_one_line(tmp_path):
+    args = ["run", "--method", "iw_dsm", "--dataset", "gmm2d", "--ref", "0.05", "--results", str(tmp_path), *FAST]
+    assert runner.invoke(app, args).exit_code == 0
+    (cache,) = (tmp_path / "_ratios").glob("*time_independent*.pt")
+    obj = torch.load(cache, weights_only=True)
+    obj["model"] = {k: v * 5 if v.is_floating_point() else v for k, v in obj["model"].items()}
+    torch.save(obj, cache)
+    out = runner.invoke(app, [*args, "--alpha", "0.5"])  # another run of the same ratio
+    assert out.exit_code == 2 and "is not what tiwbench wrote" in out.output and "Traceback" not in out.output
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch, code):
+    import errno
+    import os
+
+    from tiwbench import checkpoint
+    from tiwbench.errors import TiwbenchError
+    from tiwbench.evaluate import save_samples_figure
+
+    reason = os.strerror(getattr(errno, code))
+
+    def refuse(fd):
+        raise OSError(getattr(errno, code), reason)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", refuse)
+    with pytest.raises(TiwbenchError, match=re.escape(f"cannot write {tmp_path / 'metrics.json'}: {reason}")):
+        checkpoint.write_json(tmp_path / "metrics.json", {"a": 1})
+    with pytest.raises(TiwbenchError, match="cannot write .*samples.png"):
+        save_samples_figure(torch.zeros(4, 3, 8, 8), tmp_path / "samples.png")
+    assert list(tmp_path.iterdir()) == []  # no truncated file, no temporary one

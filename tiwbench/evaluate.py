@@ -316,9 +316,12 @@ def ratio_diagnostics(model: DensityRatio, data, pi: float, seed: int,
 
 def save_samples_figure(samples: Tensor, path: Path) -> None:
     """A grid of the first 256 images, or a scatter of the first two coordinates of vectors."""
+    from .checkpoint import write_bytes
+
     if samples.ndim == 4:
         from torchvision.utils import save_image
-        save_image((samples[:256].float() + 1) / 2, path, nrow=16, padding=1)
+        write_bytes(path, lambda f: save_image((samples[:256].float() + 1) / 2, f, format="png", nrow=16,
+                                               padding=1))
         return
     try:
         import matplotlib
@@ -331,5 +334,5 @@ def save_samples_figure(samples: Tensor, path: Path) -> None:
     ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
     ax.set_aspect("equal")
     ax.set_title("generated samples (first two coordinates)")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
     plt.close(fig)

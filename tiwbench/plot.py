@@ -224,9 +224,12 @@ def sample_grids(records: list[Record], dataset: str, out: Path, seed: int = 0) 
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    _plt().close(fig)
+    from .checkpoint import write_bytes
+
+    try:
+        write_bytes(path, lambda f: fig.savefig(f, format=path.suffix[1:] or "png", dpi=120, bbox_inches="tight"))
+    finally:
+        _plt().close(fig)
     return path
 
 
