@@ -227,3 +227,55 @@ def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_partial_file(tmp_pat
     with pytest.raises(TiwbenchError, match="cannot write .*samples.png"):
         save_samples_figure(torch.zeros(4, 3, 8, 8), tmp_path / "samples.png")
     assert list(tmp_path.iterdir()) == []  # no truncated file, no temporary one
+
+
+def test_a_reference_set_too_small_for_held_out_selection_is_refused_before_training(tmp_path):
+    out = runner.invoke(app, [*RUN, "--ref", "1e-6", "--results", str(tmp_path), *FAST])
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    assert "gives 1 reference sample, too few for the discriminator's held-out share 0.2: it needs at least 3" \
+        in " ".join(out.output.split())
+    assert not list(tmp_path.glob("*/metrics.json")) and not list(tmp_path.glob("_ratios/*.pt"))
+
+
+def test_too_few_samples_for_the_metrics_are_refused_before_any_work(tmp_path):
+    out = runner.invoke(app, ["run", "--method", "dsm_obs", "--dataset", "gmm2d", "--ref", "0.05",
+                              "--num-samples", "5", "--results", str(tmp_path)])
+    assert out.exit_code == 2 and "--num-samples must be >= 6" in out.output, out.output
+    from tiwbench.evaluate import PRDC_K
+
+    assert PRDC_K + 1 == 6  # the bound in config.py follows prdc's k
+
+
+def _plugin(name, loss=None, guidance=None):
+    from tiwbench.methods.dsm_obs import DSMObs
+
+    attrs = {"name": name, "description": "a broken test plugin"}
+    if loss:
+        def broken_loss(self, batch, denoiser, ratio=None, alpha=1.0):
+            return loss(DSMObs.loss(self, batch, denoiser))
+        attrs["loss"] = broken_loss
+    if guidance:
+        attrs["guidance"] = lambda self, x, sigma, ratio, alpha=1.0: guidance(x)
+    return type(name, (DSMObs,), attrs)
+
+
+@pytest.mark.parametrize("plugin, message", [
+    (_plugin("loss_wide", loss=lambda v: torch.stack([v, v], 1)), "loss must be one value per sample, shape"),
+    (_plugin("loss_scalar", loss=lambda v: v.mean()), "loss must be one value per sample, shape"),
+    (_plugin("loss_detached", loss=lambda v: v.detach()), "its loss does not depend on the network"),
+    (_plugin("guide_small", guidance=lambda x: torch.zeros(1)), "guidance must have the shape of x"),
+    (_plugin("guide_nan", guidance=lambda x: torch.full_like(x, float("nan"))), "guidance is not finite"),
+])
+def test_a_plugins_malformed_loss_or_guidance_is_one_line_naming_it(tmp_path, plugin, message):
+    from tiwbench import registry
+
+    registry.register("method", plugin)
+    try:
+        out = runner.invoke(app, ["run", "--method", plugin.name, "--dataset", "gmm2d", "--ref", "0.05",
+                                  "--results", str(tmp_path), "--steps", "20", "--num-samples", "50",
+                                  "--sample-steps", "4"])
+    finally:
+        registry.unregister("method", plugin.name)
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    assert f"method {plugin.name!r}" in out.output and message in out.output
+    assert not list(tmp_path.glob("*/metrics.json"))

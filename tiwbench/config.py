@@ -104,7 +104,8 @@ class RunConfig:
                           check=one_of("eval", "train"))
     fid_samples: int = option(0, "Samples FID scores; 0 = --num-samples (the paper: 50,000) [dataset default].",
                               check=at_least(0))
-    num_samples: int = option(10_000, "Samples generated for the metrics.", check=at_least(2))
+    # more than prdc's k = 5 nearest neighbours (evaluate.PRDC_K), or the metrics fail after all the training
+    num_samples: int = option(10_000, "Samples generated for the metrics.", check=at_least(6))
     net: str = option("", "Score-network preset (images: tiny, ddpmpp32, ddpmpp64) [dataset default].")
     accum: int = option(1, "Gradient-accumulation micro-batches per process.", check=at_least(1))
     warmup: int = option(0, "Linear learning-rate warm-up steps.", check=at_least(0))

@@ -6,6 +6,7 @@ from training it twice)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -78,12 +79,24 @@ def discriminator_key(cfg: RunConfig, kind: str, train_cfg: RatioTrainConfig, ba
     return key
 
 
+def check_holdout(cfg: RunConfig, holdout: float, n_ref: int) -> None:
+    """Before any training: held-out selection needs a reference sample to hold out and one to
+    train on (ratio.split_holdout); a reference set too small for it is one line saying what to
+    change."""
+    if holdout > 0 and (round(holdout * n_ref) < 1 or n_ref < 2):
+        need = next(n for n in itertools.count(2) if round(holdout * n) >= 1)
+        raise TiwbenchError(f"--ref {cfg.ref:g} gives {n_ref} reference sample{'s' * (n_ref != 1)}, too few for "
+                            f"the discriminator's held-out share {holdout:g}: it needs at least {need}; "
+                            "use a larger --ref or --ratio-option holdout=0")
+
+
 def fit_discriminator(request: RatioRequest, options: dict) -> tuple[DensityRatio, dict]:
     """The built-in discriminator (estimators.discriminator) for `request`, trained with `options`
     or read from its cache."""
     cfg, kind, data, results, device = request.cfg, request.kind, request.data, request.results, request.device
     time_dependent = kind == "time_dependent"
     train_cfg = train_config(cfg, options)
+    check_holdout(cfg, train_cfg.holdout, len(data.x_ref))
     key = discriminator_key(cfg, kind, train_cfg, backbone_identity(cfg, results, train_cfg.holdout))
     path = results / "_ratios" / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{kind}-{digest(key)}.pt"
     # a cached model holds its frozen encoder's weights: no need to train (or load) the encoder.

@@ -77,7 +77,8 @@ class TrainStep:
             with (self.model.no_sync() if ddp and k < accum - 1 else nullcontext()), \
                     autocast(self.device, self.precision):
                 batch = Batch(x0[micro], sigma[micro], noise[micro], self.denoiser.precond)
-                per_sample = self.method.loss(batch, self.model, self.ratio, self.alpha).float()
+                per_sample = checked_loss(self.method, self.method.loss(batch, self.model, self.ratio, self.alpha),
+                                          len(micro))
                 loss = per_sample.mean() / accum
             loss.backward()
             total += loss.detach()
@@ -95,6 +96,20 @@ class TrainStep:
         means = [float(s / n) if n > 0 else None for s, n in zip(self.band_sum.tolist(), self.band_n.tolist())]
         self.band_sum.zero_(), self.band_n.zero_()
         return means
+
+
+def checked_loss(method, loss, batch: int) -> Tensor:
+    """A method's per-sample loss as the trainer needs it: a tensor of shape (B,) that gradients
+    reach (a plugin returning a scalar, (B, 2) or a detached loss would train nothing or the
+    wrong thing, silently). Finiteness is checked every LOSS_CHECK_EVERY steps."""
+    if not isinstance(loss, Tensor) or loss.shape != (batch,):
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise TiwbenchError(f"method {method.name!r}: loss must be one value per sample, shape ({batch},); "
+                            f"got {shape}")
+    if torch.is_grad_enabled() and not loss.requires_grad:
+        raise TiwbenchError(f"method {method.name!r}: its loss does not depend on the network "
+                            "(detached, or computed without the denoiser)")
+    return loss.float()
 
 
 def upload(t: Tensor, device: torch.device) -> Tensor:

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar, Literal
 
+import torch
 from torch import Tensor
 
 from ..diffusion import Batch
+from ..errors import TiwbenchError
 from ..ratio import TrainingRatio
 
 TrainOn = Literal["bias", "ref", "obs"]
@@ -57,5 +59,13 @@ def guided(denoise: DenoiseFn, method: Method, ratio: TrainingRatio | None, alph
     def shifted(x: Tensor, sigma: Tensor) -> Tensor:
         out = denoise(x, sigma)
         shift = method.guidance(x, sigma, ratio, alpha)
-        return out if shift is None else out + shift.to(out.dtype)
+        if shift is None:
+            return out
+        if not isinstance(shift, Tensor) or shift.shape != x.shape:  # no silent broadcasting
+            got = tuple(shift.shape) if isinstance(shift, Tensor) else type(shift).__name__
+            raise TiwbenchError(f"method {method.name!r}: guidance must have the shape of x, "
+                                f"{tuple(x.shape)}; got {got}")
+        if not bool(torch.isfinite(shift).all()):
+            raise TiwbenchError(f"method {method.name!r}: guidance is not finite at σ = {float(sigma.max()):.3g}")
+        return out + shift.to(out.dtype)
     return shifted
