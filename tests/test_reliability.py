@@ -72,8 +72,16 @@ def record_json(method="dsm_obs", seed=0, bias=0.5):
             "feature_space": "data", "ratio_source": "none", "ratio_kind": None}
 
 
+BAD_FIELDS = [{"target_shares": None}, {"shares": [1, 0]}, {"sizes": {"bias": 10}},
+              {"sizes": {"ref": 0, "samples": 9}}, {"score_curves": [1, 2, 3]}, {"ratio_fit": "x"},
+              {"versions": [1]}, {"device": 5}, {"fit_shares": [2, 0, 0, 0]},
+              {"timing": {"total_s": "soon"}}, {"processes": 0}]
+
+
 @pytest.mark.parametrize("bad", ["", "{", "{}", '{"config": {}, "metrics": {"bias_l2": "x"}}',
-                                 json.dumps({**record_json(), "schema_version": 99})])
+                                 '{"metrics": {"bias_l2": 1e400}}',
+                                 json.dumps({**record_json(), "schema_version": 99}),
+                                 *(json.dumps({**record_json(), **field}) for field in BAD_FIELDS)])
 def test_an_unreadable_record_is_skipped_with_a_warning_and_not_finished(tmp_path, bad):
     from tiwbench.config import resolve_config
     from tiwbench.sweep import unfinished

@@ -33,6 +33,58 @@ def check_names(config: RunConfig, metrics: dict) -> None:
         raise TiwbenchError(f"config field seed must be an integer >= 0, got {config.seed!r}")
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _shares(v) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(_number(s) and 0 <= s <= 1 for s in v)
+
+
+def _map(keys, values):
+    return lambda v: isinstance(v, dict) and all(keys(k) and values(x) for k, x in v.items())
+
+
+def _items(of):
+    return lambda v: isinstance(v, list) and all(of(x) for x in v)
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+_str = lambda v: isinstance(v, str)  # noqa: E731
+_dict = lambda v: isinstance(v, dict)  # noqa: E731
+_count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+# What each field of a record must hold (config and metrics are checked on their own)
+FIELD_CHECKS = {
+    "shares": _shares, "target_shares": _shares, "fit_shares": _optional(_shares),
+    "feature_space": _str, "ratio_source": _str, "ratio_kind": _optional(_str),
+    "timing": _map(_str, _number), "versions": _map(_str, _str), "device": _str,
+    "processes": lambda v: _count(v) and v >= 1, "ratio_error": _items(_dict),
+    "fid_protocol": _optional(_dict), "score_curves": _items(_dict),
+    "ratio_fit": _optional(_dict), "group_accuracy": _items(_number),
+    "train_on": _optional(_str), "stratified_batches": _optional(lambda v: isinstance(v, bool)),
+    "sizes": _map(_str, _count),
+}
+
+
+def check_fields(values: dict) -> None:
+    """Each field of a record as written: a record edited or damaged by hand is refused naming the
+    field, so that tables and reports skip it with a warning rather than fail on it later."""
+    for name, check in FIELD_CHECKS.items():
+        if name in values and not check(values[name]):
+            raise TiwbenchError(f"field {name} holds {str(values[name])[:60]!r}, not what a run writes")
+    if "fit_shares" in values and values["fit_shares"] is not None and \
+            len(values["fit_shares"]) != len(values["shares"]):
+        raise TiwbenchError("field fit_shares does not have one share per group")
+    if len(values["shares"]) != len(values["target_shares"]):
+        raise TiwbenchError("fields shares and target_shares differ in length")
+    sizes = values.get("sizes") or {}
+    if sizes and not (sizes.get("samples", 0) >= 1 and sizes.get("ref", 0) >= 1):
+        raise TiwbenchError(f"field sizes {sizes} lacks the samples or reference-set size a run records")
+
+
 @dataclass(frozen=True)
 class Record:
     """One finished run: its configuration, metrics and the facts needed to read them."""
@@ -94,6 +146,7 @@ class Record:
                 for v in metrics.values()):
             raise TiwbenchError("metrics must be a non-empty object of finite numbers")
         values = {k: v for k, v in d.items() if k in known}
+        check_fields(values)
         values["config"] = RunConfig.from_dict(d["config"])
         # records written before ratio estimators were plugins: `trained` and `oracle` are their names
         values["ratio_source"] = LEGACY_RATIO_NAMES.get(values["ratio_source"], values["ratio_source"])
