@@ -126,3 +126,55 @@ def test_report_removes_only_stale_records_of_its_own_dataset(tmp_path):
     assert "stale" not in left
     assert {"other-dataset", "_ratios", "unfinished", "with-checkpoint", "link"} <= left
     assert (tmp_path / "elsewhere" / "metrics.json").exists()
+
+
+def synthetic_runs(folder):
+    """Two tiny gmm2d records, enough for a report."""
+    import json
+
+    for seed in (0, 1):
+        run = folder / f"gmm2d-dsm_obs-ref0.05-a1-s{seed}-x"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({
+            "config": {"method": "dsm_obs", "dataset": "gmm2d", "ref": 0.05, "seed": seed, "ratio": "none"},
+            "metrics": {"bias_l2": 0.4 + seed / 10}, "shares": [1, 0, 0, 0], "target_shares": [0.25] * 4,
+            "feature_space": "data", "ratio_source": "none", "ratio_kind": None}))
+
+
+@pytest.mark.parametrize("summary, message", [
+    ("/dev/zero", "is not a regular file"), ("binary", "is not a UTF-8 text file"),
+    ("large", "is larger than 1,000,000 bytes")])
+def test_report_refuses_a_summary_that_is_no_text_file_at_once(tmp_path, summary, message):
+    synthetic_runs(tmp_path / "runs")
+    if summary == "binary":
+        summary = tmp_path / "s.bin"
+        summary.write_bytes(b"\x00\x01\xff")
+    elif summary == "large":
+        summary = tmp_path / "s.md"
+        summary.write_text("x" * 1_000_001)
+    out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--results", str(tmp_path / "runs"),
+                              "--out", str(tmp_path / "out"), "--summary", str(summary)])
+    assert out.exit_code == 2 and message in out.output, out.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_writes_everything_or_nothing(tmp_path, monkeypatch):
+    synthetic_runs(tmp_path / "runs")
+    args = ["report", "--dataset", "gmm2d", "--results", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    assert runner.invoke(app, args).exit_code == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    (tmp_path / "runs" / "gmm2d-dsm_obs-ref0.05-a1-s1-x").rename(tmp_path / "elsewhere")  # the table changes
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("tiwbench.report.write_records", full_disk)
+    out = runner.invoke(app, args)
+    assert out.exit_code == 2 and "No space left on device" in out.output and "Traceback" not in out.output
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    assert after == before  # the page and its tables still agree with the records beside them
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+    (tmp_path / "file").write_text("")
+    out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--results", str(tmp_path / "runs"),
+                              "--out", str(tmp_path / "file")])
+    assert out.exit_code == 2 and "is a file, not a folder" in out.output

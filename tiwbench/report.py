@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -175,13 +177,11 @@ def write_report(results: Path, dataset: str, out: Path, records_out: bool = Tru
     table.md and the page under "What the numbers say"."""
     from .plot import all_figures
 
-    try:
-        summary_text = summary.read_text().strip() if summary is not None else ""
-    except OSError as e:
-        raise TiwbenchError(f"--summary: cannot read {summary}: {e.strerror}") from None
+    summary_text = read_summary(summary)
+    if out.exists() and not out.is_dir():
+        raise TiwbenchError(f"--out {out} is a file, not a folder")
     records = load_records(results)
     long = long_table(records, dataset, baseline)
-    out.mkdir(parents=True, exist_ok=True)
     folder = "" if results == DEFAULT_RESULTS else f" --results {results}"
     sweeps = [c + folder for c in reproduce_commands(records, dataset)]
     report = (f"tiwbench report --dataset {dataset}{folder}"
@@ -199,11 +199,47 @@ def write_report(results: Path, dataset: str, out: Path, records_out: bool = Tru
         ratio = None
     if summary_text:
         md += f"\n## What the numbers say\n\n{summary_text}\n"
-    written = [out / "table.md", out / "table.csv"]
-    written[0].write_text(md)
-    written[1].write_text(render(long, "csv"))
-    figures = all_figures(records, long, dataset, out)
-    (out / "report.html").write_text(render_report(records, long, ratio, dataset, figures, sweeps + [report],
-                                                   summary_text))
-    runs = [write_records(records, dataset, out)] if records_out else []
-    return written + figures + [out / "report.html"] + runs
+    try:  # everything is made in a staging folder, then renamed into OUT: all of it or nothing
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    except OSError as e:
+        raise TiwbenchError(f"cannot write into {out}: {e.strerror or e}") from None
+    try:
+        write_text(stage / "table.md", md)
+        write_text(stage / "table.csv", render(long, "csv"))
+        figures = all_figures(records, long, dataset, stage)
+        write_text(stage / "report.html", render_report(records, long, ratio, dataset, figures,
+                                                        sweeps + [report], summary_text))
+        runs = [write_records(records, dataset, out)] if records_out else []  # the page's sources first
+        staged = [stage / "table.md", stage / "table.csv", *figures, stage / "report.html"]
+        for path in staged:
+            os.replace(path, out / path.relative_to(stage))
+    except OSError as e:
+        raise TiwbenchError(f"cannot write the report into {out}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return [out / p.relative_to(stage) for p in staged] + runs
+
+
+SUMMARY_MAX_BYTES = 1_000_000
+
+
+def read_summary(summary: Path | None) -> str:
+    """`--summary`: a regular UTF-8 text file of at most a megabyte (a device or a binary file is
+    refused at once, not read forever or pasted into the page)."""
+    if summary is None:
+        return ""
+    try:
+        if not summary.is_file():
+            raise TiwbenchError(f"--summary {summary} is not a regular file")
+        if summary.stat().st_size > SUMMARY_MAX_BYTES:
+            raise TiwbenchError(f"--summary {summary} is larger than {SUMMARY_MAX_BYTES:,} bytes")
+        data = summary.read_bytes()
+    except OSError as e:
+        raise TiwbenchError(f"--summary: cannot read {summary}: {e.strerror}") from None
+    try:
+        if b"\0" in data:
+            raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise TiwbenchError(f"--summary {summary} is not a UTF-8 text file") from None
