@@ -287,3 +287,18 @@ def test_a_plugins_malformed_loss_or_guidance_is_one_line_naming_it(tmp_path, pl
     assert out.exit_code == 2 and "Traceback" not in out.output, out.output
     assert f"method {plugin.name!r}" in out.output and message in out.output
     assert not list(tmp_path.glob("*/metrics.json"))
+
+
+def test_training_state_is_also_saved_by_wall_time(tmp_path, monkeypatch):
+    from tiwbench import checkpoint
+    from tiwbench.diffusion import Denoiser
+    from tiwbench.methods.dsm_obs import DSMObs
+    from tiwbench.nets.mlp import ConditionalMLP
+    from tiwbench.train import TrainConfig, train_score
+
+    ckpt, seen = tmp_path / "checkpoint.pt", []
+    monkeypatch.setattr(checkpoint, "CHECKPOINT_SECONDS", 0.0)  # every step is past the interval
+    den = Denoiser(ConditionalMLP(2, hidden=8, depth=1), 1.0)
+    train_score(DSMObs(), den, torch.randn(32, 2), 0.0, None, 1.0, TrainConfig(steps=5, batch_size=8), 0, ckpt,
+                on_step=lambda step: seen.append((step, ckpt.exists())))
+    assert seen[:3] == [(0, False), (1, False), (2, True)]  # saved after step 1, 999 steps before the count

@@ -11,6 +11,10 @@ from pathlib import Path
 
 from .errors import TiwbenchError
 
+# Training state is saved every so many steps and also this many seconds after the last save: a
+# slow run (a CPU, a large network) killed between step-count checkpoints loses at most this much
+CHECKPOINT_SECONDS = 300.0
+
 
 def _atomic(path: Path, write) -> None:
     """Write through a temporary file renamed into place; a full disk, a read-only mount or a

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import checkpoint as checkpoints
 from .bands import BAND_EDGES, N_BANDS, SIGMA_PROPOSALS, TILT_WEIGHTS, VAL_SIGMAS, band_label
 from .checkpoint import load_torch, save_torch
 from .compiling import compile_module
@@ -621,6 +623,7 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
         train_sum.copy_(saved["train_sum"]), train_n.copy_(saved["train_n"])
         step, last_gain, done = saved["step"], saved["last_gain"], saved["done"]
     first = cfg.steps + 1 if done else step + 1
+    saved_at = time.monotonic()
     with stop_requests() as stop:
         for step in range(first, cfg.steps + 1):  # none left: `step` keeps the saved count
             if stop:
@@ -639,8 +642,10 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
                 evaluate(step)
                 if step - last_gain >= cfg.patience:
                     break
-            if checkpoint is not None and step % RATIO_CHECKPOINT_EVERY == 0:
+            if checkpoint is not None and (step % RATIO_CHECKPOINT_EVERY == 0
+                                           or time.monotonic() - saved_at > checkpoints.CHECKPOINT_SECONDS):
                 save(done=False)
+                saved_at = time.monotonic()
     if checkpoint is not None and not done:
         save(done=True)  # an interrupted refit starts from here
     if select == "last":

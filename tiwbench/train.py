@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -12,6 +13,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from . import checkpoint as checkpoints
 from . import dist
 from .checkpoint import load_torch, save_torch
 from .compiling import compile_module
@@ -200,6 +202,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                                 f"checkpoint is kept at {ckpt_path}")
 
     curve_every = max(1, cfg.steps // CURVE_POINTS)
+    saved_at = time.monotonic()
     on_step(step)
     denoiser.train()
     with stop_requests() as stop:
@@ -226,11 +229,13 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                 if on_curve is not None:
                     on_curve(points)
             on_step(step)
-            at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
+            at_checkpoint = (step % cfg.checkpoint_every == 0 or step == cfg.steps
+                             or time.monotonic() - saved_at > checkpoints.CHECKPOINT_SECONDS)
             if at_checkpoint or len(unchecked) == LOSS_CHECK_EVERY:
                 check_losses()  # before any save: a non-finite update is never written
             if at_checkpoint:
                 save()
+                saved_at = time.monotonic()
     ema.eval()
     if curves is not None:
         curves += done_curves
