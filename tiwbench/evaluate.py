@@ -98,18 +98,21 @@ def ratio_sigmas(n: int = 13) -> list[float]:
 
 def ratio_error(model: DensityRatio, exact: DensityRatio, x0: Tensor, pi: float, seed: int,
                 sigmas: list[float] | None = None) -> list[dict]:
-    """RMSE of log r_σ and of ∇ log r_σ against the exact ones, per σ, at x_σ = x0 + σ·ε.
+    """RMSE of log r_σ and of ∇ log r_σ against the exact ones (or a reference model's: the
+    label-informed ratio where no exact one is known), per σ, at x_σ = x0 + σ·ε.
 
     The error of σ²·∇ log r is what TIW-DSM's target inherits, so it is reported too.
     """
     gen = torch.Generator().manual_seed(seed)
     rows = []
-    device = _device_of(model)
+    device, at = _device_of(model), _device_of(exact)
+    # the analytic ratio in double precision; a reference network (the label-informed ratio) in its own
+    dtype = next(exact.parameters(), torch.empty((), dtype=torch.double)).dtype
     for s in sigmas or ratio_sigmas():
         sigma = torch.full((len(x0),), s)
         x = x0 + s * torch.randn(x0.shape, generator=gen)
         lr_m, g_m = (t.cpu() for t in log_r_and_grad(model, x.to(device), sigma.to(device), pi))
-        lr_e, g_e = log_r_and_grad(exact, x.double(), sigma.double(), pi)
+        lr_e, g_e = (t.cpu().double() for t in log_r_and_grad(exact, x.to(at, dtype), sigma.to(at, dtype), pi))
         g_err = (g_m.double() - g_e).flatten(1).norm(dim=1).pow(2).mean().sqrt()
         rows.append({"sigma": s,
                      "log_r_rmse": float((lr_m.double() - lr_e).pow(2).mean().sqrt()),
@@ -288,11 +291,13 @@ def run_fid(samples: Tensor, data, fid_ref: str, device: torch.device,
 
 
 def ratio_diagnostics(model: DensityRatio, data, pi: float, seed: int,
-                      fit: dict | None = None) -> tuple[dict, list[dict]]:
+                      fit: dict | None = None, reference: DensityRatio | None = None) -> tuple[dict, list[dict]]:
     """Scalar metrics and, where the exact ratio is known, the error curve over σ.
 
     Every dataset: weight collapse on D_bias and, for a trained ratio with a holdout, its held-out
-    BCE (`ratio_val_bce`, mean over σ bands of the kept states). With the exact ratio: `ratio_err`
+    BCE (`ratio_val_bce`, mean over σ bands of the kept states). With a `reference` (the
+    label-informed ratio, where labels but no exact ratio exist): `ratio_err_labels`, the log-r
+    RMSE against it, per σ in the rows (marked "against": "labels"). With the exact ratio: `ratio_err`
     (log-r RMSE, over σ for a time-dependent model, at σ_min only for a clean-data one, whose
     values at noisy points mean nothing) and `corr_err` (TIW-DSM's target error, see corr_err).
     """
@@ -302,8 +307,14 @@ def ratio_diagnostics(model: DensityRatio, data, pi: float, seed: int,
     val = [v for v in (fit or {}).get("val_bce", []) if v is not None]
     if val:
         scalars["ratio_val_bce"] = float(np.mean(val))
-    if data.exact_ratio is None:
+    if data.exact_ratio is None and reference is None:
         return scalars, []
+    if data.exact_ratio is None:  # the distance to the label-informed ratio, on a fixed part of D_bias
+        pick = torch.randperm(len(data.x_bias), generator=generator(seed, "ratio_eval_data"))[:2000]
+        rows = ratio_error(model, reference, to_model_space(data.x_bias[pick]), pi,
+                           stream_seed(seed, "ratio_eval_noise"), None if model.time_dependent else [SIGMA_MIN])
+        scalars["ratio_err_labels"] = integrated_error(rows)
+        return scalars, [{**row, "against": "labels"} for row in rows]
     x0 = data.sample_bias(4000, generator(seed, "ratio_eval_data"))
     exact = data.exact_ratio(model.time_dependent)
     rows = ratio_error(model, exact, x0, pi, stream_seed(seed, "ratio_eval_noise"),

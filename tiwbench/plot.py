@@ -130,14 +130,15 @@ def ratio_error_vs_sigma(records: list[Record], dataset: str, out: Path) -> Path
         if value == "corr_rmse":
             exact = df[df.ratio.str.startswith("time_dependent")].groupby("sigma").corr_norm.mean().dropna()
             if len(exact):
-                ax.plot(exact.index, exact.to_numpy(), color="0.6", lw=3, alpha=0.5, label="|exact σ²∇log r|")
+                ax.plot(exact.index, exact.to_numpy(), color="0.6", lw=3, alpha=0.5, label="|reference σ²∇log r|")
         _label_lines(ax, ends)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("σ")
         ax.legend(fontsize=7, frameon=False)
-    axes[0].set_ylabel("RMSE of log r vs exact")
-    axes[1].set_ylabel("RMSE of σ²∇log r vs exact (data units)")
+    against = "label-informed" if (df.against == "labels").all() else "exact"
+    axes[0].set_ylabel(f"RMSE of log r vs {against}")
+    axes[1].set_ylabel(f"RMSE of σ²∇log r vs {against} (data units)")
     fig.suptitle(f"{dataset}: density-ratio error by noise level")
     return _save(fig, out / "ratio_error_vs_sigma.png")
 

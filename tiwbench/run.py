@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,9 +16,10 @@ from .compiling import compile_backend, compile_module
 from .config import RunConfig
 from .console import is_main_process, progress_bar, say
 from .errors import TiwbenchError
+from .estimators.base import type_of
 from .locks import check_writable, run_lock
 from .methods.base import guided
-from .ratio import TrainingRatio
+from .ratio import DensityRatio, TrainingRatio
 from .ratio_cache import ratio_model_for
 from .record import RECORD_NAME, Record
 from .score_nets import fit_score, training_set
@@ -63,6 +65,17 @@ def existing_record(cfg: RunConfig, results: Path) -> Record | None:
     except TiwbenchError as e:
         say(f"[yellow]recomputing:[/yellow] {e}")
         return None
+
+
+def label_reference(cfg: RunConfig, kind: str, recipe, data, results: Path, device) -> DensityRatio | None:
+    """The label-informed ratio a learned one is measured against where the data have group labels
+    but no exact ratio (images): fitted once per data, reference size and seed, and cached, as
+    `--ratio labels` fits it (the same file). None where it is the run's own ratio or not needed."""
+    estimator = type_of(cfg.ratio)
+    if data.exact_ratio is not None or data.bias_labels is None or estimator.bound:
+        return None
+    labels = replace(cfg, ratio="labels", ratio_options=())
+    return ratio_model_for(labels, kind, recipe, data, results, device)[0]
 
 
 def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path | None = None,
@@ -111,6 +124,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     t0 = time.perf_counter()
     ratio_model, ratio_fit = (ratio_model_for(cfg, method.ratio, recipe, data, results, dev) if method.ratio
                               else (None, None))
+    reference = label_reference(cfg, method.ratio, recipe, data, results, dev) if method.ratio else None
     timing["ratio_s"] = time.perf_counter() - t0
 
     log = curve_log(folder) if dist.is_main() else None  # TensorBoard, when installed
@@ -150,7 +164,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
         metrics["fid"] = fid[0]
     ratio_error = []
     if ratio_model is not None:
-        scalars, ratio_error = evaluate.ratio_diagnostics(ratio_model, data, pi, cfg.seed, ratio_fit)
+        scalars, ratio_error = evaluate.ratio_diagnostics(ratio_model, data, pi, cfg.seed, ratio_fit, reference)
         metrics.update(scalars)
     evaluate.save_samples_figure(samples, folder / "samples.png")
     timing["total_s"] = time.perf_counter() - started
