@@ -104,6 +104,28 @@ def test_submitit_jobs_group_runs_by_ref_and_seed(tmp_path):
     assert submit(configs, tmp_path, cluster="debug") == []  # nothing left to do
 
 
+def test_slurm_asks_for_gpus_only_when_told_and_its_refusal_is_one_line(tmp_path, monkeypatch):
+    import submitit
+    from submitit.core.utils import FailedJobError
+
+    asked = {}
+
+    def refuse(self, *args):
+        asked.update(self.parameters)
+        raise FailedJobError("sbatch: error: Invalid generic resource (gres) specification\n")
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", refuse)
+    out = runner.invoke(app, ["sweep", "--dataset", "gmm2d", "--methods", "dsm_obs", "--refs", "0.05",
+                              "--seeds", "0", "--results", str(tmp_path), "--launcher", "submitit"])
+    assert "gpus_per_node" not in asked  # the default asks a partition for no GPU
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert "Slurm refused the jobs: sbatch: error: Invalid generic resource (gres) specification" in out.output
+    assert "--slurm-gpus 0" in out.output
+    runner.invoke(app, ["sweep", "--dataset", "gmm2d", "--methods", "dsm_obs", "--refs", "0.05", "--seeds", "0",
+                        "--results", str(tmp_path), "--launcher", "submitit", "--slurm-gpus", "2"])
+    assert asked["gpus_per_node"] == 2
+
+
 @pytest.mark.slow
 def test_two_sweeps_sharing_a_results_folder(tmp_path):
     """Run concurrently, they compute each run once (the other skips it as busy or finished) and

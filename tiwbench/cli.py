@@ -105,7 +105,8 @@ def sweep(
                                  "and seed)."),
     slurm_partition: str | None = typer.Option(None, help="Slurm partition (submitit launcher)."),
     slurm_time: int = typer.Option(240, help="Slurm time limit per job, minutes (submitit launcher)."),
-    slurm_gpus: int = typer.Option(1, help="GPUs per Slurm job (submitit launcher)."),
+    slurm_gpus: int = typer.Option(0, min=0, help="GPUs per Slurm job (submitit launcher); 0 asks for none, "
+                                   "which any partition accepts."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Runs in parallel on this machine (local launcher), "
                              "the CPU cores split among them."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the planned run ids and stop."),
@@ -126,7 +127,7 @@ def sweep(
     if launcher == "submitit" and jobs > 1:
         fail("--jobs is for the local launcher; with submitit each (ref, seed) group is a job of its own")
     if launcher == "submitit":
-        slurm = {"timeout_min": slurm_time, "gpus_per_node": slurm_gpus}
+        slurm = {"timeout_min": slurm_time, **({"gpus_per_node": slurm_gpus} if slurm_gpus else {})}
         if slurm_partition:
             slurm["slurm_partition"] = slurm_partition
         jobs = submit(configs, results, device=device, data_root=data_root, slurm=slurm, compile=compile)

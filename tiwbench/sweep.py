@@ -186,4 +186,10 @@ def submit(configs: list[RunConfig], results: Path, device: str = "auto", data_r
     executor = submitit.AutoExecutor(folder=results / "_submitit", cluster=cluster)
     executor.update_parameters(name="tiwbench", **(slurm or {}))
     n = len(groups)
-    return executor.map_array(_run_group, groups, [results] * n, [device] * n, [data_root] * n, [compile] * n)
+    try:
+        return executor.map_array(_run_group, groups, [results] * n, [device] * n, [data_root] * n, [compile] * n)
+    except Exception as e:  # submitit's FailedJobError and the like: sbatch's own words, one line
+        words = " ".join(str(e).split())
+        hint = (" (a partition without GPUs: --slurm-gpus 0)" if "gres" in words.lower()
+                else " (check --slurm-partition, --slurm-time, --slurm-gpus)")
+        raise TiwbenchError(f"Slurm refused the jobs: {words[:300]}{hint}") from None
