@@ -109,12 +109,16 @@ def sweep(
                                    "which any partition accepts."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Runs in parallel on this machine (local launcher), "
                              "the CPU cores split among them."),
+    wait: bool = typer.Option(False, "--wait", help="submitit launcher: follow the jobs until they end, with "
+                              "progress, and each failed job's log; Ctrl-C stops following, not the jobs."),
+    cancel_on_interrupt: bool = typer.Option(False, "--cancel-on-interrupt",
+                                             help="With --wait: Ctrl-C also cancels the jobs."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the planned run ids and stop."),
     options: dict | None = None,
 ):
     """Run methods × reference sizes × seeds (× α); finished runs are skipped, failures reported."""
     from .console import is_main_process
-    from .sweep import parse_list, plan, run_local, run_parallel, submit
+    from .sweep import follow, parse_list, plan, run_local, run_parallel, submit
 
     if launcher not in ("local", "submitit"):
         fail(f"--launcher must be local or submitit, got {launcher!r}")
@@ -131,8 +135,14 @@ def sweep(
         if slurm_partition:
             slurm["slurm_partition"] = slurm_partition
         jobs = submit(configs, results, device=device, data_root=data_root, slurm=slurm, compile=compile)
-        typer.echo(f"sweep: submitted {len(jobs)} jobs for the unfinished runs of {len(configs)}: "
-                   + " ".join(j.job_id for j in jobs))
+        ids = " ".join(j.job_id for j in jobs)
+        typer.echo(f"sweep: submitted {len(jobs)} jobs for the unfinished runs of {len(configs)}: {ids}"
+                   + (f"\n  follow them: squeue -j {','.join(j.job_id for j in jobs)}; logs in "
+                      f"{results / '_submitit'}" if jobs and not wait else ""))
+        if wait and jobs:
+            failed = follow(jobs, configs, results, cancel_on_interrupt)
+            if failed:
+                raise typer.Exit(1)
         return
     if jobs > 1 and not is_main_process():
         fail("--jobs is for one machine's processes; under torchrun leave it at 1")

@@ -169,6 +169,48 @@ def _worker_group(configs: list[RunConfig], results: Path, device: str, data_roo
     return {"done": out.done, "busy": out.busy, "failed": out.failed}
 
 
+def follow(jobs: list, configs: list[RunConfig], results: Path, cancel_on_interrupt: bool = False,
+           poll: float = 5.0) -> list:
+    """Follow submitted jobs until they end: a progress bar of finished runs, a line per job that
+    ends, and for a failed one its log and last lines. Ctrl-C stops following and leaves the jobs
+    to the cluster, unless `cancel_on_interrupt`. Returns the failed jobs."""
+    failed, ended = [], set()
+    try:
+        with progress_bar(f"{len(jobs)} Slurm jobs", len(configs)) as update:
+            while len(ended) < len(jobs):
+                for job in jobs:
+                    if job.job_id in ended or not job.done():
+                        continue
+                    ended.add(job.job_id)
+                    error = job.exception()
+                    runs_failed = [] if error is not None else job.result()["failed"]
+                    if error is not None or runs_failed:
+                        failed.append(job)
+                        what = "; ".join(f"{run_id}: {message}" for run_id, message in runs_failed) or job.state
+                        say(f"[red]job {job.job_id} failed[/red] ({what}); log {job.paths.stderr}:\n"
+                            + _last_lines(job.paths.stderr))
+                    else:
+                        say(f"job {job.job_id} done")
+                update(sum(finished(record_path(c, results)) for c in configs))
+                if len(ended) < len(jobs):
+                    time.sleep(poll)
+    except KeyboardInterrupt:
+        if cancel_on_interrupt:
+            for job in jobs:
+                job.cancel(check=False)
+            raise Interrupted(f"stopped following; cancelled jobs {' '.join(j.job_id for j in jobs)}") from None
+        raise Interrupted("stopped following; the jobs go on (squeue -j "
+                          f"{','.join(j.job_id for j in jobs)}; --cancel-on-interrupt to cancel)") from None
+    return failed
+
+
+def _last_lines(path: Path, n: int = 5) -> str:
+    try:
+        return "\n".join("    " + line for line in Path(path).read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "    (no log)"
+
+
 def submit(configs: list[RunConfig], results: Path, device: str = "auto", data_root: Path | None = None,
            slurm: dict | None = None, cluster: str | None = None, compile: bool | None = None) -> list:
     """Send one submitit job per (ref, seed) group of unfinished runs; returns the jobs.
