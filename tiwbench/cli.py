@@ -107,6 +107,8 @@ def sweep(
     slurm_time: int = typer.Option(240, help="Slurm time limit per job, minutes (submitit launcher)."),
     slurm_gpus: int = typer.Option(0, min=0, help="GPUs per Slurm job (submitit launcher); 0 asks for none, "
                                    "which any partition accepts."),
+    slurm_tasks: int = typer.Option(0, min=0, help="Processes per Slurm job, one DDP group (default: one per GPU, "
+                                    "at least one)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Runs in parallel on this machine (local launcher), "
                              "the CPU cores split among them."),
     wait: bool = typer.Option(False, "--wait", help="submitit launcher: follow the jobs until they end, with "
@@ -131,7 +133,8 @@ def sweep(
     if launcher == "submitit" and jobs > 1:
         fail("--jobs is for the local launcher; with submitit each (ref, seed) group is a job of its own")
     if launcher == "submitit":
-        slurm = {"timeout_min": slurm_time, **({"gpus_per_node": slurm_gpus} if slurm_gpus else {})}
+        slurm = {"timeout_min": slurm_time, "tasks_per_node": slurm_tasks or max(1, slurm_gpus),
+                 **({"gpus_per_node": slurm_gpus} if slurm_gpus else {})}
         if slurm_partition:
             slurm["slurm_partition"] = slurm_partition
         jobs = submit(configs, results, device=device, data_root=data_root, slurm=slurm, compile=compile)

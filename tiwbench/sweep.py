@@ -98,7 +98,13 @@ def group_by_data(configs: list[RunConfig]) -> list[list[RunConfig]]:
 
 def _run_group(configs: list[RunConfig], results: Path, device: str, data_root: Path | None,
                compile: bool | None) -> dict:
-    """A Slurm job's body: run its configurations in order; returns the outcome as a dict."""
+    """A Slurm job's body: run its configurations in order; returns the outcome as a dict. A job of
+    several tasks (`--slurm-gpus N`, `--slurm-tasks N`) is one DDP process group, its environment
+    taken from Slurm's as torchrun would set it; each task takes the GPU of its local rank."""
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
     return {"done": out.done, "skipped": out.skipped, "failed": out.failed}
 
@@ -183,7 +189,7 @@ def follow(jobs: list, configs: list[RunConfig], results: Path, cancel_on_interr
                         continue
                     ended.add(job.job_id)
                     error = job.exception()
-                    runs_failed = [] if error is not None else job.result()["failed"]
+                    runs_failed = [] if error is not None else job.results()[0]["failed"]  # task 0 reports
                     if error is not None or runs_failed:
                         failed.append(job)
                         what = "; ".join(f"{run_id}: {message}" for run_id, message in runs_failed) or job.state
