@@ -41,7 +41,7 @@ def test_equal_dataset_option_values_are_one_run():
     (["--accum", "0"], "--accum must be >= 1"),
     (["--seed", "99999999999999999999999"], "--seed must be an integer in"),
     (["--device", "meta"], "--device must be cpu, cuda, cuda:N or auto"),
-    (["--num-samples", "1"], "--num-samples must be >= 2"),
+    (["--num-samples", "1"], "--num-samples must be >= 6"),
     (["--grad-clip", "-1"], "--grad-clip must be >= 0"),
     (["--ema-decay", "1"], "--ema-decay must be in [0, 1)"),
 ])
