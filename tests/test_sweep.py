@@ -269,3 +269,57 @@ def test_parallel_sweep_runs_each_group_once_with_logs(tmp_path):
     assert "4 runs, 0 run now, 4 already finished" in out.output
     bad = sweep(tmp_path, "dsm_obs", "--jobs", "2", "--launcher", "submitit")
     assert bad.exit_code == 2 and "--jobs is for the local launcher" in bad.output
+
+
+class FakeJob:
+    """What follow() reads of a submitit job."""
+
+    def __init__(self, job_id, ends_after, failed_runs=(), error=None):
+        self.job_id, self.polls, self.ends_after = job_id, 0, ends_after
+        self.failed_runs, self.error, self.cancelled = list(failed_runs), error, False
+        self.state = "COMPLETED" if error is None else "FAILED"
+
+        class Paths:
+            stderr = None
+        self.paths = Paths()
+
+    def done(self):
+        self.polls += 1
+        return self.polls > self.ends_after
+
+    def exception(self):
+        return self.error
+
+    def results(self):
+        return [{"done": 1, "busy": [], "failed": self.failed_runs}]
+
+    def cancel(self, check=True):
+        self.cancelled = True
+
+
+def test_following_jobs_reports_failures_with_their_logs_and_leaves_them_on_ctrl_c(tmp_path, monkeypatch, capsys):
+    from tiwbench.errors import Interrupted
+    from tiwbench.sweep import follow
+
+    log = tmp_path / "0_log.err"
+    log.write_text("line 1\nTraceback\nRuntimeError: out of memory\n")
+    good, bad = FakeJob("7_0", 1), FakeJob("7_1", 2, failed_runs=[("gmm2d-x", "RuntimeError: out of memory")])
+    bad.paths.stderr = log
+    failed = follow([good, bad], [], tmp_path, poll=0)
+    assert failed == [bad]
+    said = " ".join(capsys.readouterr().err.split())
+    assert "job 7_0 done" in said and "job 7_1 failed (gmm2d-x: RuntimeError: out of memory)" in said
+    assert str(log) in said.replace(" ", "") or "0_log.err" in said
+    assert "RuntimeError: out of memory" in said.split("0_log.err")[-1]  # the log's last lines
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tiwbench.sweep.time.sleep", interrupt)
+    jobs = [FakeJob("8_0", 99)]
+    with pytest.raises(Interrupted, match="the jobs go on"):
+        follow(jobs, [], tmp_path, poll=1)
+    assert not jobs[0].cancelled
+    with pytest.raises(Interrupted, match="cancelled jobs 8_0"):
+        follow(jobs, [], tmp_path, cancel_on_interrupt=True, poll=1)
+    assert jobs[0].cancelled
