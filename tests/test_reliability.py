@@ -302,3 +302,30 @@ def test_training_state_is_also_saved_by_wall_time(tmp_path, monkeypatch):
     train_score(DSMObs(), den, torch.randn(32, 2), 0.0, None, 1.0, TrainConfig(steps=5, batch_size=8), 0, ckpt,
                 on_step=lambda step: seen.append((step, ckpt.exists())))
     assert seen[:3] == [(0, False), (1, False), (2, True)]  # saved after step 1, 999 steps before the count
+
+
+@pytest.mark.parametrize("attribute, value", [("train_on", "xyz"), ("ratio", "sometimes"), ("fits", "all"),
+                                              ("stratified_batches", "yes")])
+def test_a_method_plugin_with_a_misspelt_attribute_is_refused_at_registration(attribute, value):
+    from tiwbench import registry
+    from tiwbench.errors import TiwbenchError
+    from tiwbench.methods.dsm_obs import DSMObs
+
+    plugin = type("Odd", (DSMObs,), {"name": "odd", "description": "x", attribute: value})
+    with pytest.raises(TiwbenchError, match=f"method 'odd': {attribute} = {value!r}; it must be one of"):
+        registry.register("method", plugin)
+    assert "odd" not in registry.available("method")
+
+
+def test_a_classifier_option_naming_a_folder_says_so(tmp_path):
+    out = runner.invoke(app, ["run", "--method", "dsm_obs", "--dataset", "shapes16", "--ref", "0.05",
+                              "--dataset-option", f"classifier={tmp_path}", "--dry-run"])
+    assert out.exit_code == 2 and "is a folder, not a TorchScript file" in out.output
+
+
+def test_records_whose_values_would_average_to_inf_are_skipped(tmp_path):
+    for seed in (0, 1):
+        (tmp_path / f"r{seed}").mkdir()
+        (tmp_path / f"r{seed}" / "metrics.json").write_text(json.dumps(record_json(seed=seed, bias=1.7e308)))
+    out = runner.invoke(app, ["table", "--results", str(tmp_path), "--format", "csv"])
+    assert "finite numbers below 1e+300" in out.output and "inf" not in out.output.split("\n", 2)[-1]

@@ -33,8 +33,11 @@ def check_names(config: RunConfig, metrics: dict) -> None:
         raise TiwbenchError(f"config field seed must be an integer >= 0, got {config.seed!r}")
 
 
+LARGEST = 1e300  # no metric a run writes comes near it; two such values would average to inf
+
+
 def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < LARGEST
 
 
 def _shares(v) -> bool:
@@ -141,10 +144,8 @@ class Record:
         if missing:
             raise TiwbenchError(f"lacks {', '.join(sorted(missing))}")
         metrics = d["metrics"]
-        if not isinstance(metrics, dict) or not metrics or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                for v in metrics.values()):
-            raise TiwbenchError("metrics must be a non-empty object of finite numbers")
+        if not isinstance(metrics, dict) or not metrics or not all(_number(v) for v in metrics.values()):
+            raise TiwbenchError(f"metrics must be a non-empty object of finite numbers below {LARGEST:g}")
         values = {k: v for k, v in d.items() if k in known}
         check_fields(values)
         values["config"] = RunConfig.from_dict(d["config"])

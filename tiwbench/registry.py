@@ -20,8 +20,26 @@ def register(kind: str, cls: type) -> type:
     """Register a class in-process (for notebooks and tests); usable as a decorator."""
     if cls.name in available(kind):
         raise TiwbenchError(f"{kind} name {cls.name!r} is already registered")
+    check_attributes(kind, cls, cls.name)
     _registered[kind][cls.name] = cls
     return cls
+
+
+# A method's class attributes the trainer and the tables branch on: their allowed values
+METHOD_ATTRIBUTES = {"train_on": ("bias", "ref", "obs"), "ratio": (None, "time_dependent", "time_independent"),
+                     "stratified_batches": (True, False), "fits": (None, "training", "target")}
+
+
+def check_attributes(kind: str, cls: type, name: str) -> None:
+    """A method plugin's class attributes, checked when it is registered or loaded: a misspelt
+    `train_on` or `ratio` would otherwise run, write a record and mean nothing."""
+    if kind != "method":
+        return
+    for attribute, allowed in METHOD_ATTRIBUTES.items():
+        value = getattr(cls, attribute, None)
+        if not any(value is a or (type(value) is type(a) and value == a) for a in allowed):
+            raise TiwbenchError(f"method {name!r}: {attribute} = {value!r}; it must be one of "
+                                f"{', '.join(map(repr, allowed))}")
 
 
 def unregister(kind: str, name: str) -> None:
@@ -68,6 +86,7 @@ def load(kind: str, name: str) -> type:
     if getattr(cls, "name", None) != name:
         raise TiwbenchError(f"{kind} {name!r} ({eps[name].value}) declares name "
                             f"{getattr(cls, 'name', None)!r}; they must agree")
+    check_attributes(kind, cls, name)
     return cls
 
 

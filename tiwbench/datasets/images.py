@@ -32,6 +32,8 @@ class ImageRecipe(DatasetRecipe):
 
     def __init__(self, classifier: str = ""):
         self.classifier_file = classifier
+        if classifier and Path(classifier).is_dir():
+            raise ValueError(f"classifier={classifier} is a folder, not a TorchScript file")
         if classifier and not Path(classifier).is_file():
             raise ValueError(f"classifier={classifier}: no such file")
 
