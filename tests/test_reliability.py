@@ -329,3 +329,24 @@ def test_records_whose_values_would_average_to_inf_are_skipped(tmp_path):
         (tmp_path / f"r{seed}" / "metrics.json").write_text(json.dumps(record_json(seed=seed, bias=1.7e308)))
     out = runner.invoke(app, ["table", "--results", str(tmp_path), "--format", "csv"])
     assert "finite numbers below 1e+300" in out.output and "inf" not in out.output.split("\n", 2)[-1]
+
+
+def test_a_signal_during_the_last_training_step_is_not_lost(tmp_path):
+    import os
+    import signal
+
+    from tiwbench.diffusion import Denoiser
+    from tiwbench.errors import Interrupted
+    from tiwbench.methods.dsm_obs import DSMObs
+    from tiwbench.nets.mlp import ConditionalMLP
+    from tiwbench.train import TrainConfig, train_score
+
+    def signal_at_the_end(step):
+        if step == 5:  # after the last step, before the loop ends (the final save follows)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    den = Denoiser(ConditionalMLP(2, hidden=8, depth=1), 1.0)
+    with pytest.raises(Interrupted, match="interrupted after the last step; checkpoint saved"):
+        train_score(DSMObs(), den, torch.randn(32, 2), 0.0, None, 1.0, TrainConfig(steps=5, batch_size=8), 0,
+                    tmp_path / "checkpoint.pt", on_step=signal_at_the_end)
+    assert (tmp_path / "checkpoint.pt").exists()

@@ -646,8 +646,11 @@ def train_ratio(model: LearnedRatio, x_bias: Tensor, x_ref: Tensor, cfg: RatioTr
                                            or time.monotonic() - saved_at > checkpoints.CHECKPOINT_SECONDS):
                 save(done=False)
                 saved_at = time.monotonic()
-    if checkpoint is not None and not done:
-        save(done=True)  # an interrupted refit starts from here
+        if checkpoint is not None and not done:
+            save(done=True)  # an interrupted refit starts from here
+        if stop:  # a signal during the last step or the final save: honoured, not lost
+            raise Interrupted("interrupted after ratio training" + (f"; checkpoint saved to {checkpoint}"
+                              if checkpoint is not None else "") + "; run the same command again")
     if select == "last":
         chosen = [step] * bands
     else:

@@ -236,6 +236,9 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
             if at_checkpoint:
                 save()
                 saved_at = time.monotonic()
+        if dist.any_rank(bool(stop)):  # a signal during the last step or save: honoured, not lost
+            raise Interrupted(f"interrupted after the last step; checkpoint saved to {ckpt_path}; "
+                              "run the same command again to go on")
     ema.eval()
     if curves is not None:
         curves += done_curves
