@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from conftest import FAST
 from typer.testing import CliRunner
 
 from tiwbench import registry
@@ -49,7 +48,8 @@ def test_each_methods_objective_shares(data):
 def test_records_and_tables_carry_fit_gap(tmp_path):
     for method in ("dsm_obs", "tiw_nocorr"):
         out = runner.invoke(app, ["run", "--method", method, "--dataset", "gmm2d", "--ref", "0.05",
-                                  "--results", str(tmp_path), *FAST])
+                                  "--results", str(tmp_path), "--steps", "30", "--ratio-steps", "30",
+                                  "--num-samples", "500", "--sample-steps", "4"])
         assert out.exit_code == 0, out.output
     records = {r.config.method: r for r in load_records(tmp_path)}
     obs = records["dsm_obs"]
