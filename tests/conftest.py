@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 
 from tiwbench.datasets.gmm import GMM2D
@@ -14,3 +16,15 @@ def gmm2d():
 @pytest.fixture(scope="session")
 def gmm2d_data(gmm2d):
     return gmm2d.build(ref=0.05, seed=0)
+
+
+@contextlib.contextmanager
+def registered(kind, cls):
+    """`cls` registered under its name for the block, unregistered after it."""
+    from tiwbench import registry
+
+    registry.register(kind, cls)
+    try:
+        yield cls
+    finally:
+        registry.unregister(kind, cls.name)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from tiwbench import registry
 from tiwbench.cli import app
-from tiwbench.evaluate import fit_metrics, objective_shares
+from tiwbench.evaluate import fit_metrics, group_shares, objective_shares
 from tiwbench.record import load_records
 from tiwbench.results import long_table, main_table, table_notes
 from tiwbench.score_nets import training_set
@@ -22,7 +22,7 @@ def data():
 
 
 def shares_of(data, x):
-    return torch.bincount(data.attribute(x).long(), minlength=4).double() / len(x)
+    return group_shares(data.attribute(x), 4)
 
 
 def test_each_methods_objective_shares(data):

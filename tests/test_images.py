@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import registered
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -91,13 +92,10 @@ class SmallShapes(Shapes32):
 
 @pytest.mark.slow
 def test_image_run_smoke(tmp_path):
-    registry.register("dataset", SmallShapes)
-    try:
+    with registered("dataset", SmallShapes):
         out = runner.invoke(app, ["run", "--method", "tiw_dsm", "--dataset", "shapes32_small", "--ref", "0.05",
                                   "--steps", "20", "--ratio-steps", "20", "--num-samples", "64",
                                   "--sample-steps", "4", "--results", str(tmp_path)])
-    finally:
-        registry.unregister("dataset", SmallShapes.name)
     assert out.exit_code == 0, out.output
     (folder,) = [p for p in tmp_path.iterdir() if not p.name.startswith("_")]
     assert (folder / "samples.png").exists()

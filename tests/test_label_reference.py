@@ -2,9 +2,9 @@
 label-informed one: recorded per σ and as ratio_err_labels, tabled as such."""
 
 import pytest
+from conftest import registered
 from typer.testing import CliRunner
 
-from tiwbench import registry
 from tiwbench.cli import app
 from tiwbench.datasets.shapes import Shapes16
 from tiwbench.record import load_records
@@ -20,15 +20,12 @@ class TinyShapes(Shapes16):
 
 @pytest.mark.slow
 def test_a_learned_ratio_on_images_is_measured_against_the_label_informed_one(tmp_path):
-    registry.register("dataset", TinyShapes)
-    try:
+    with registered("dataset", TinyShapes):
         base = ["--dataset", "shapes16_tiny", "--ref", "0.25", "--results", str(tmp_path), "--steps", "10",
                 "--ratio-steps", "30", "--num-samples", "32", "--sample-steps", "4"]
         for extra in (["--method", "tiw_dsm"], ["--method", "tiw_dsm", "--ratio", "labels"]):
             out = runner.invoke(app, ["run", *base, *extra])
             assert out.exit_code == 0, out.output
-    finally:
-        registry.unregister("dataset", TinyShapes.name)
     records = {r.ratio_source: r for r in load_records(tmp_path)}
     learned, bound = records["discriminator"], records["labels"]
     assert learned.metrics["ratio_err_labels"] > 0 and "ratio_err_labels" not in bound.metrics

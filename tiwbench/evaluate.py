@@ -37,8 +37,13 @@ def generate(denoise: DenoiseFn, n: int, shape: tuple[int, ...], steps: int, see
 
 def bias_metrics(groups: Tensor, target: Tensor) -> dict:
     """Shares of the K groups among samples (none dropped) against the target shares."""
-    shares = torch.bincount(groups.long(), minlength=len(target)).double() / len(groups)
+    shares = group_shares(groups, len(target))
     return {**share_metrics(shares, target), "shares": [round(float(s), 6) for s in shares]}
+
+
+def group_shares(groups: Tensor, k: int) -> Tensor:
+    """The share of each of the k groups among `groups` (labels), in double precision."""
+    return torch.bincount(groups.long(), minlength=k).double() / len(groups)
 
 
 def share_metrics(shares: Tensor, target: Tensor, suffix: str = "") -> dict:
@@ -238,8 +243,7 @@ def objective_shares(method, data, train_set: tuple[Tensor, float, tuple], alpha
     if method.fits != "training":
         return None
     x, _, strata = train_set
-    k = len(data.target_shares)
-    shares_of = lambda part: torch.bincount(data.attribute(part).long(), minlength=k).double() / len(part)  # noqa: E731
+    shares_of = lambda part: group_shares(data.attribute(part), len(data.target_shares))  # noqa: E731
     if not strata:  # uniform draws over the training set
         return shares_of(x)
     n_ref, share = strata  # that share of every batch from the last n_ref rows (D_ref)
