@@ -25,13 +25,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Everything, as CI runs it: lint, then every test (pytest exits 5 on no tests: a failure too).
+# Everything, as CI runs it: lint, then every test (pytest exits 5 on no tests: a failure too), in
+# one worker per core (pytest-xdist; tests/conftest.py gives each worker one thread).
 test: lint
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n auto
 
 # The inner loop: lint and the tests not marked slow.
 test-fast: lint
-	$(BIN)/python -m pytest tests -m "not slow"
+	$(BIN)/python -m pytest tests -n auto -m "not slow"
 
 clean:
 	rm -rf $(VENV) results/runs

@@ -1,8 +1,16 @@
 import contextlib
+import os
 
 import pytest
+import torch
 
 from tiwbench.datasets.gmm import GMM2D
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers (pytest-xdist) on a two-core machine: one thread each, for
+    # them and for the processes they start, so that they share the cores rather than fight
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 # Small settings so that a full run through the CLI takes seconds.
 FAST = ["--steps", "200", "--ratio-steps", "200", "--num-samples", "1000", "--sample-steps", "8"]
