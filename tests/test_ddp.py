@@ -34,3 +34,44 @@ def test_two_processes_match_one(tmp_path):
     assert abs(m1["bias_l2"] - m2["bias_l2"]) < 0.01
     assert abs(m1["fd_data"] - m2["fd_data"]) < 0.05 * m1["fd_data"] + 1e-3
     assert abs(m1["ratio_err"] - m2["ratio_err"]) < 1e-6  # the same ratio model (trained on rank 0)
+
+
+def local_rank_of(pid: int) -> str | None:
+    try:
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return None
+    return next((v.split(b"=", 1)[1].decode() for v in env if v.startswith(b"LOCAL_RANK=")), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks through /proc")
+def test_a_killed_process_ends_the_other_with_one_line(tmp_path):
+    """SIGKILL one rank mid-run: the other reports it in one line (no gloo traceback) and exits,
+    at its next collective, before torchrun's agent (polling every 5 s) would stop it."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    results, logs = tmp_path / "runs", tmp_path / "logs"
+    launcher = ["--standalone", "--nproc_per_node", "2", "--monitor-interval", "5", "--redirects", "3",
+                "--log-dir", str(logs)]
+    run_args = ["run", "--method", "dsm_obs", "--dataset", "gmm2d", "--ref", "0.05", "--steps", "1000000",
+                "--device", "cpu", "--results", str(results)]
+    agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "tiwbench",
+                              *run_args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(results.glob("*/config.json")) and time.time() < deadline:  # the group is up
+            time.sleep(0.1)
+        children = subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True, text=True).stdout.split()
+        (victim,) = [int(p) for p in children if local_rank_of(int(p)) == "1"]
+        os.kill(victim, signal.SIGKILL)
+        agent.wait(timeout=120)
+    finally:
+        agent.kill()
+    (log,) = logs.glob("**/attempt_0/0/stderr.log")
+    text = log.read_text()
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in text, text[-3000:]
+    assert "another process of this run ended" in errors[0]  # before torchrun's SIGTERM (5 s later)

@@ -350,3 +350,16 @@ def test_a_signal_during_the_last_training_step_is_not_lost(tmp_path):
         train_score(DSMObs(), den, torch.randn(32, 2), 0.0, None, 1.0, TrainConfig(steps=5, batch_size=8), 0,
                     tmp_path / "checkpoint.pt", on_step=signal_at_the_end)
     assert (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("command", [["run", "--method", "dsm_obs", "--dataset", "gmm2d", "--ref", "0.05"],
+                                     ["sweep", "--dataset", "gmm2d", "--methods", "dsm_obs"],
+                                     ["table"], ["report", "--dataset", "gmm2d", "--out", "x"]])
+def test_an_empty_folder_option_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    out = runner.invoke(app, [*command, "--results", ""])
+    assert out.exit_code == 2 and "is empty: name a folder" in out.output
+    if command[0] == "report":
+        out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--out", " "])
+        assert out.exit_code == 2 and "is empty: name a folder" in out.output
+    assert list(tmp_path.iterdir()) == []  # nothing written here

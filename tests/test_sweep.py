@@ -145,6 +145,19 @@ def test_two_sweeps_sharing_a_results_folder(tmp_path):
     assert out.exit_code == 0 and ",2\n" in out.output  # two seeds per method
 
 
+def test_a_run_another_sweep_finished_meanwhile_is_not_counted_as_run_now(tmp_path, monkeypatch):
+    """The sweep lists its unfinished runs once; one that another sweep finishes after that is
+    reported as already finished, not as run now."""
+    from tiwbench import sweep
+    from tiwbench.sweep import plan, run_local
+
+    configs = plan("gmm2d", ["dsm_obs"], [0.05], [0], [1.0], steps=20, num_samples=200, sample_steps=2)
+    assert run_local(configs, tmp_path).done == 1
+    monkeypatch.setattr(sweep, "unfinished", lambda configs, results: list(configs))  # listed before
+    out = run_local(configs, tmp_path)
+    assert (out.done, out.skipped) == (0, 1)
+
+
 HOLDER = """
 import sys
 from pathlib import Path

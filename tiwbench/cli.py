@@ -17,7 +17,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode=None,  # help texts say "[dataset default]": plain text, not markup
                   help="Benchmark debiasing methods for diffusion models trained on biased data.")
 
-ResultsOpt = typer.Option(DEFAULT_RESULTS, "--results", help="Folder of run records.")
+
+def folder(value) -> Path:
+    """A folder option's value; an empty one is refused (it would mean the current folder)."""
+    if not str(value).strip():
+        raise typer.BadParameter("is empty: name a folder")
+    return Path(value)
+
+
+ResultsOpt = typer.Option(DEFAULT_RESULTS, "--results", parser=folder, help="Folder of run records.")
 BaselineOpt = typer.Option("dsm_obs", help="Row the paired differences are taken to: a method, or a method "
                            "with a ratio estimator other than the default (e.g. tiw_dsm+exact).")
 DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:N, or auto.")
@@ -52,6 +60,14 @@ def user_errors(command):
             fail(str(e), 130 if isinstance(e, Interrupted) else 2)
         except KeyboardInterrupt:  # outside training (data, sampling, evaluation): nothing half-written
             fail("interrupted; finished steps are kept: run the same command again to go on", 130)
+        except RuntimeError as e:
+            from .dist import peer_failure
+
+            if not peer_failure(e):
+                raise
+            cause = str(e).strip().splitlines()[0][:160]
+            fail(f"another process of this run ended ({cause}); its last checkpoint is kept: run the "
+                 "same command again to go on", 1)
     return wrapper
 
 
@@ -202,7 +218,7 @@ def table(
 def plot(
     dataset: str = typer.Option(..., help="Dataset whose runs to plot."),
     results: Path = ResultsOpt,
-    out: Path | None = typer.Option(None, help="Folder for the PNG files [results/<dataset>]."),
+    out: Path | None = typer.Option(None, parser=folder, help="Folder for the PNG files [results/<dataset>]."),
 ):
     """Figures: metric vs reference size, bias–quality over α, ratio error vs σ, sample grids."""
     from .plot import all_figures
@@ -219,7 +235,7 @@ def plot(
 def report(
     dataset: str = typer.Option(..., help="Dataset to report on."),
     results: Path = ResultsOpt,
-    out: Path | None = typer.Option(None, help="Output folder [results/<dataset>]."),
+    out: Path | None = typer.Option(None, parser=folder, help="Output folder [results/<dataset>]."),
     baseline: str = BaselineOpt,
     records: bool = typer.Option(True, "--records/--no-records",
                                  help="Also copy the run records behind the tables to OUT/runs [on]."),

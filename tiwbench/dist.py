@@ -61,6 +61,15 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
+def peer_failure(error: BaseException) -> bool:
+    """Whether `error` is this process seeing another process of its group end (killed, failed):
+    a collective whose peer is gone raises from the backend (gloo: "Connection reset by peer")."""
+    if world() <= 1 or not isinstance(error, RuntimeError):
+        return False
+    return isinstance(error, dist.DistError) or any(
+        word in str(error).lower() for word in ("gloo", "nccl", "connection reset", "connection closed"))
+
+
 def local_slice(n: int) -> slice:
     """This rank's part of a global batch of n."""
     w, r = world(), rank()

@@ -83,9 +83,16 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
     """Run `cfg` unless its record exists; return the record (None on torchrun processes other
     than 0). Holds the run's lock meanwhile; a run that fails before writing anything leaves no
     folder behind."""
+    return run_once(cfg, results, device, data_root, compile)[0]
+
+
+def run_once(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path | None = None,
+             compile: bool | None = None) -> tuple[Record | None, bool]:
+    """`execute`, also saying whether this call computed the run (False where its record was
+    already there, or was written by another process while this one waited for the lock)."""
     if (record := existing_record(cfg, results)) is not None:
         say(f"already finished: {record.folder}")
-        return record
+        return record, False
     if not is_main_process():  # torchrun: process 0 holds the lock
         return _execute(cfg, results, device, data_root, compile)
     folder = results / cfg.run_id
@@ -102,12 +109,12 @@ def execute(cfg: RunConfig, results: Path, device: str = "auto", data_root: Path
 
 
 def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
-             compile: bool | None) -> Record | None:
+             compile: bool | None) -> tuple[Record | None, bool]:
     """The pipeline. Under torchrun every process trains on its slice of each batch and samples
     its share; process 0 evaluates and writes. `compile` (default: on GPUs) applies
     torch.compile to the score and ratio networks, for training and for sampling."""
     if (record := existing_record(cfg, results)) is not None:  # finished while we waited
-        return record
+        return record, False
     folder, started, timing = results / cfg.run_id, time.perf_counter(), {}
     dev = dist.init_from_env(resolve_device(device))
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.precision == "tf32"
@@ -152,7 +159,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     timing["sample_s"] = time.perf_counter() - t0
     if not dist.is_main():
         dist.barrier()  # until process 0 has written the record: the processes leave together
-        return None
+        return None, True
 
     samples = generated[:cfg.num_samples]
     metrics, shares, group_accuracy = evaluate.run_metrics(samples, data)
@@ -184,5 +191,5 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     write_text(record_path(cfg, results), record.to_json())
     (folder / "checkpoint.pt").unlink(missing_ok=True)  # the record is final; keep the folder small
     dist.barrier()
-    return record
+    return record, True
 

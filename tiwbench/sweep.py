@@ -18,7 +18,7 @@ from .console import console, progress_bar, say
 from .errors import Interrupted, TiwbenchError
 from .locks import RunInProgress
 from .record import finished
-from .run import execute, record_path
+from .run import record_path, run_once
 
 
 def parse_list(text: str, kind=str, what: str = "value") -> list:
@@ -71,9 +71,12 @@ def run_local(configs: list[RunConfig], results: Path, device: str = "auto",
                           f"(done {out.done + out.skipped}, failed {len(out.failed)}, left {left}{eta})")
             t0 = time.perf_counter()
             try:
-                execute(cfg, results, device=device, data_root=data_root, compile=compile)
-                out.done += 1
-                times.append(time.perf_counter() - t0)
+                _, ran = run_once(cfg, results, device=device, data_root=data_root, compile=compile)
+                if ran:
+                    out.done += 1
+                    times.append(time.perf_counter() - t0)
+                else:  # another process finished it since the list above was made
+                    out.skipped += 1
             except Interrupted:
                 raise
             except RunInProgress as e:
@@ -155,6 +158,7 @@ def run_parallel(configs: list[RunConfig], results: Path, jobs: int, device: str
                 for future in done:
                     group_out = future.result()
                     out.done += group_out["done"]
+                    out.skipped += group_out["skipped"]  # finished by another sweep meanwhile
                     out.busy += group_out["busy"]
                     out.failed += [tuple(f) for f in group_out["failed"]]
                     for run_id, message in group_out["failed"]:
@@ -172,7 +176,7 @@ def _worker_group(configs: list[RunConfig], results: Path, device: str, data_roo
     """One group of a parallel sweep, in a worker process."""
     _worker_start(threads, log)
     out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
-    return {"done": out.done, "busy": out.busy, "failed": out.failed}
+    return {"done": out.done, "skipped": out.skipped, "busy": out.busy, "failed": out.failed}
 
 
 def follow(jobs: list, configs: list[RunConfig], results: Path, cancel_on_interrupt: bool = False,
