@@ -373,3 +373,19 @@ def test_frechet_distance_of_commuting_singular_covariances_is_the_closed_form()
     exact = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
     got = gaussian_frechet(mu1, (q * a) @ q.T, mu2, (q * b) @ q.T)
     assert got == pytest.approx(exact, rel=1e-7)
+
+
+def test_shapes32_ddpmpp_is_shapes32s_data_with_gpu_sized_defaults(tmp_path):
+    from tiwbench.config import resolve_config
+    from tiwbench.datasets.shapes import Shapes32DDPMPP
+
+    cfg = resolve_config("tiw_dsm", "shapes32_ddpmpp", 0.05)
+    assert (cfg.net, cfg.batch_size, cfg.steps, cfg.warmup) == ("ddpmpp32", 256, 1500, 200)
+    assert "precision" not in Shapes32DDPMPP.defaults  # `auto`: bf16 on a GPU
+    gpu, cpu = Shapes32DDPMPP(), Shapes32()
+    assert gpu.signature() == cpu.signature()  # the same images, so the same classifier cache
+    small = {"n_bias": 40, "n_eval": 8}
+    a = type("A", (Shapes32,), small)().splits(0.1, 0, None)
+    b = type("B", (Shapes32DDPMPP,), small)().splits(0.1, 0, None)
+    assert torch.equal(a.x_bias, b.x_bias) and torch.equal(a.x_ref, b.x_ref)
+    assert isinstance(gpu.score_net(cfg.net), UNet)

@@ -64,7 +64,7 @@ class ImageRecipe(DatasetRecipe):
         key = {**self.signature(), **self.source(data_root), "classifier_steps": self.classifier_steps}
         if self.classifier_arch != "small":  # the small CNN's caches keep their names
             key["classifier_arch"] = self.classifier_arch
-        path = cache_dir / f"classifier-{self.name}-{digest(key)}.pt" if cache_dir else None
+        path = cache_dir / f"classifier-{key['name']}-{digest(key)}.pt" if cache_dir else None
         if path is not None and path.exists():
             model = make_classifier(self.classifier_arch, self.img_channels, self.num_groups)
             model.load_state_dict(load_torch(path, expect=key)["model"])
