@@ -32,6 +32,9 @@ def test_sweep_then_report_writes_tables_figures_and_html(tmp_path):
     page = (out_dir / "report.html").read_text()
     assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 7  # bias_l2_corrected too
     assert "<b>" in page and "torch" in page
+    tables = page.index("<h2>Main metrics")  # bias and quality against reference size come first
+    assert page.index('alt="bias_l2_vs_ref"') < tables and page.index('alt="fd_data_vs_ref"') < tables
+    assert page.index('alt="bias_l2_corrected_vs_ref"') > tables
     out = runner.invoke(app, ["plot", "--dataset", "gmm2d", "--results", str(res), "--out", str(tmp_path / "p")])
     assert out.exit_code == 0 and "alpha_tradeoff.png" in out.output
     # the records behind the tables travel with them: the long table rebuilds from them exactly

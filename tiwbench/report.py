@@ -65,9 +65,11 @@ def _image(path: Path) -> str:
 
 
 def render_report(records: list[Record], long: pd.DataFrame, ratio: pd.DataFrame | None, dataset: str,
-                  figures: list[Path], commands: list[str], summary: str = "") -> str:
+                  figures: list[Path], commands: list[str], summary: str = "", main_figures: int = 1) -> str:
     """The page's HTML; figures are embedded as data URIs so the file stands alone. `ratio` is
-    the ratio-error table, if the dataset has one; `commands` reproduce the runs, then this page."""
+    the ratio-error table, if the dataset has one; `commands` reproduce the runs, then this page.
+    The first `main_figures` figures come before the tables (bias and quality against reference
+    size), the others folded after them."""
     runs = of_dataset(records, dataset)
     if not runs:
         raise TiwbenchError(f"no finished runs for dataset {dataset!r}")
@@ -77,8 +79,7 @@ def render_report(records: list[Record], long: pd.DataFrame, ratio: pd.DataFrame
              f"<p>{len(runs)} finished runs; the commands that made them are at the end.</p>"]
     if summary:  # the author's reading, paragraph by paragraph, as text
         parts += ["<h2>What the numbers say</h2>"] + [f"<p>{html.escape(p)}</p>" for p in summary.split("\n\n")]
-    main_figures, other_figures = figures[:1], figures[1:]
-    parts += [_image(p) for p in main_figures]
+    parts += [_image(p) for p in figures[:main_figures]]
     for ref in sorted(set(long[long.dataset == dataset].ref)):
         cells, best = main_table(long, dataset, ref)
         parts += [f"<h2>Main metrics at ref {ref:g}</h2>",
@@ -105,7 +106,7 @@ def render_report(records: list[Record], long: pd.DataFrame, ratio: pd.DataFrame
                 errors += [f"<h3>{html.escape(ratio_title(kind))}: {html.escape(what)}</h3>",
                            f"<table><tr><th>σ</th>{head}</tr>{body}</table>"]
         parts.append(_folded("Density-ratio error by σ", errors))
-    parts.append(_folded("More figures", [_image(p) for p in other_figures]))
+    parts.append(_folded("More figures", [_image(p) for p in figures[main_figures:]]))
     parts.append(_folded("How these runs were made", [
         "<p>Reproduce the runs, then this page:</p>", f"<pre>{html.escape(chr(10).join(commands))}</pre>",
         "<ul>" + "".join(f"<li>{html.escape(', '.join(f'{k} {v}' for k, v in v_))}</li>" for v_ in versions)
@@ -175,7 +176,7 @@ def write_report(results: Path, dataset: str, out: Path, records_out: bool = Tru
     """Everything a dataset's results folder holds: table.md, table.csv, figures, report.html and
     (with `records_out`) the run records behind them under OUT/runs. `summary` (Markdown) closes
     table.md and the page under "What the numbers say"."""
-    from .plot import all_figures
+    from .plot import all_figures, main_metrics
 
     summary_text = read_summary(summary)
     if out.exists() and not out.is_dir():
@@ -208,8 +209,10 @@ def write_report(results: Path, dataset: str, out: Path, records_out: bool = Tru
         write_text(stage / "table.md", md)
         write_text(stage / "table.csv", render(long, "csv"))
         figures = all_figures(records, long, dataset, stage)
+        against_ref = {f"{m}_vs_ref.png" for m in main_metrics(long, dataset)}
+        main = sum(p.name in against_ref for p in figures) or 1  # else the bars at one size
         write_text(stage / "report.html", render_report(records, long, ratio, dataset, figures,
-                                                        sweeps + [report], summary_text))
+                                                        sweeps + [report], summary_text, main))
         runs = [write_records(records, dataset, out)] if records_out else []  # the page's sources first
         staged = [stage / "table.md", stage / "table.csv", *figures, stage / "report.html"]
         for path in staged:
