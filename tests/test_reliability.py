@@ -323,6 +323,21 @@ def test_a_classifier_option_naming_a_folder_says_so(tmp_path):
     assert out.exit_code == 2 and "is a folder, not a TorchScript file" in out.output
 
 
+def test_a_text_file_as_classifier_is_one_line_without_torchs_deprecation_notice(tmp_path):
+    import warnings
+
+    from tiwbench.classifier import ScriptedClassifier
+    from tiwbench.errors import TiwbenchError
+
+    text = tmp_path / "classifier.txt"
+    text.write_text("not TorchScript")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TiwbenchError, match="cannot load the TorchScript classifier"):
+            ScriptedClassifier(text, 3, 16, 4)
+    assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]
+
+
 def test_records_whose_values_would_average_to_inf_are_skipped(tmp_path):
     for seed in (0, 1):
         (tmp_path / f"r{seed}").mkdir()

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 from .errors import TiwbenchError
@@ -119,3 +120,14 @@ def _has_nan(obj) -> bool:
     if isinstance(obj, (list, tuple)):
         return any(_has_nan(v) for v in obj)
     return False
+
+
+def load_torchscript(path: Path, map_location="cpu"):
+    """A user's TorchScript file (classifier, encoder), without torch's notice that `torch.jit.load`
+    is deprecated: TorchScript is the format these options document, so the notice would only
+    stand in front of our own message (or the file's first output)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        return torch.jit.load(str(path), map_location=map_location)

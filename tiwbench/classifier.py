@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoint import load_torchscript
 from .console import progress_bar
 from .diffusion import to_model_space
 from .errors import TiwbenchError
@@ -79,7 +80,7 @@ class ScriptedClassifier(nn.Module):
         super().__init__()
         path = Path(path)
         try:
-            self.net = torch.jit.load(str(path), map_location="cpu").eval()
+            self.net = load_torchscript(path).eval()
         except Exception as e:  # a missing file, or not TorchScript
             raise TiwbenchError(f"cannot load the TorchScript classifier {path}: {e}".splitlines()[0]) from None
         self.digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]

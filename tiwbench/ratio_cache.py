@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import dist
-from .checkpoint import load_torch, save_torch
+from .checkpoint import load_torch, load_torchscript, save_torch
 from .config import RunConfig
 from .console import progress_bar, say
 from .datasets.base import BenchmarkData, DatasetRecipe
@@ -208,7 +208,7 @@ def ratio_net_for(cfg: RunConfig, recipe: DatasetRecipe, data: BenchmarkData, re
 def scripted_encoder(path: Path, data: BenchmarkData, device: torch.device) -> tuple[nn.Module, int]:
     """A user's TorchScript encoder (x_in, c_noise) -> (B, F), checked on a probe batch; with F."""
     try:
-        encoder = torch.jit.load(str(path), map_location=device)
+        encoder = load_torchscript(path, device)
     except (RuntimeError, ValueError) as e:
         raise TiwbenchError(f"--ratio-backbone {path}: not a TorchScript file "
                             f"({str(e).splitlines()[0]})") from None
