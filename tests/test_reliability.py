@@ -378,3 +378,13 @@ def test_an_empty_folder_option_is_refused_not_taken_for_the_current_folder(tmp_
         out = runner.invoke(app, ["report", "--dataset", "gmm2d", "--out", " "])
         assert out.exit_code == 2 and "is empty: name a folder" in out.output
     assert list(tmp_path.iterdir()) == []  # nothing written here
+
+
+def test_a_results_option_naming_a_file_says_so(tmp_path):
+    afile = tmp_path / "records"
+    afile.write_text("x")
+    for command in (["table"], ["report", "--dataset", "gmm2d", "--out", str(tmp_path / "o")]):
+        out = runner.invoke(app, [*command, "--results", str(afile)])
+        assert out.exit_code == 2 and f"results folder {afile} is a file, not a folder" in out.output
+    missing = runner.invoke(app, ["table", "--results", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -180,7 +180,8 @@ def load_records(results: Path) -> list[Record]:
     atomically; an unreadable one is skipped with a warning, and a copy of a run folder (the
     same run id twice) is counted once, with a note."""
     if not results.is_dir():
-        raise TiwbenchError(f"results folder {results} does not exist")
+        what = "is a file, not a folder" if results.exists() else "does not exist"
+        raise TiwbenchError(f"results folder {results} {what}")
     by_id: dict[str, Record] = {}
     for path in sorted(results.glob(f"*/{RECORD_NAME}")):
         try:
