@@ -148,3 +148,18 @@ def test_a_baseline_must_name_a_row_but_the_default_may_be_absent():
     assert bias.diff_vs.tolist() == ["tiw_dsm+exact"] and round(float(bias.diff_mean.iloc[0]), 6) == 0.045
     with pytest.raises(TiwbenchError, match=r"'tiw_dsm_oracle' is no row.*dsm_ref, tiw_dsm, tiw_dsm\+exact"):
         long_table(records, baseline="tiw_dsm_oracle")
+
+
+def test_commands_make_only_the_runs_shown_when_methods_ran_at_different_sizes():
+    """Four methods at ref 0.05, two of them also at 0.1 and 0.25, seed 1 of one size missing:
+    one sweep per grid of cells, none that would train runs the table does not hold."""
+    records = [record(m, ref=r, ratio="exact", ratio_steps=6000) for m in ("iw_dsm", "tiw_dsm")
+               for r in (0.05, 0.1, 0.25)] + \
+              [record(m, ratio="exact", ratio_steps=6000) for m in ("tiw_corr", "tiw_nocorr")] + \
+              [record("tiw_dsm", ref=r, seed=1, ratio="exact", ratio_steps=6000) for r in (0.05, 0.1)]
+    exact = "--steps 200 --ratio exact"
+    assert reproduce_commands(records, "gmm2d") == [
+        f"tiwbench sweep --dataset gmm2d --methods iw_dsm --refs 0.05,0.1,0.25 --seeds 0 {exact}",
+        f"tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.05,0.1 --seeds 0,1 {exact}",
+        f"tiwbench sweep --dataset gmm2d --methods tiw_dsm --refs 0.25 --seeds 0 {exact}",
+        f"tiwbench sweep --dataset gmm2d --methods tiw_corr,tiw_nocorr --refs 0.05 --seeds 0 {exact}"]

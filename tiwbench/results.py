@@ -514,12 +514,38 @@ def reproduce_commands(records: list[Record], dataset: str) -> list[str]:
             main = [c for c in cfgs if c.alpha == 1]
             other = [c for c in cfgs if c.alpha != 1]
             if main:
-                commands.append(_sweep_command(dataset, main, setting))
+                commands += [_sweep_command(dataset, grid, setting) for grid in _grids(main)]
             if other:
                 pairs = {(c.method, c.ref) for c in other}
                 with_one = [c for c in main if (c.method, c.ref) in pairs]
-                commands.append(_sweep_command(dataset, other + with_one, setting))
-    return commands
+                commands += [_sweep_command(dataset, grid, setting) for grid in _grids(other + with_one)]
+    return list(dict.fromkeys(commands))  # a grid of α = 1 runs can come from both lists
+
+
+def _grids(runs: list[RunConfig]) -> list[list[RunConfig]]:
+    """The runs as sweeps that make exactly them: methods with the same (ref, seed, α) cells
+    together; cells that are not a full refs × seeds × α grid split by ref, then by α."""
+    cells_of: dict[str, set] = {}
+    for c in runs:
+        cells_of.setdefault(c.method, set()).add((c.ref, c.seed, c.alpha))
+    methods_of: dict[frozenset, list[str]] = {}
+    for method, cells in cells_of.items():
+        methods_of.setdefault(frozenset(cells), []).append(method)
+
+    def blocks(cells: frozenset) -> list[set]:
+        refs, seeds, alphas = ({cell[i] for cell in cells} for i in range(3))
+        if len(cells) == len(refs) * len(seeds) * len(alphas):
+            return [set(cells)]
+        refs_of: dict[frozenset, set] = {}  # the refs that share their (seed, α) cells, a block each
+        for r in sorted(refs):
+            refs_of.setdefault(frozenset(cell[1:] for cell in cells if cell[0] == r), set()).add(r)
+        if len(refs_of) > 1:
+            return [b for rs in refs_of.values() for b in blocks(frozenset(c for c in cells if c[0] in rs))]
+        # every ref has the same (seed, α) cells, not a full seeds × α grid: one block per α
+        return [b for a in sorted(alphas) for b in blocks(frozenset(c for c in cells if c[2] == a))]
+
+    return [[c for c in runs if c.method in methods and (c.ref, c.seed, c.alpha) in block]
+            for cells, methods in methods_of.items() for block in blocks(cells)]
 
 
 def ratio_field(key: str) -> bool:
