@@ -47,15 +47,26 @@ def _label_lines(ax, lines) -> None:
                     fontsize=8, color=color)
 
 
+RATIO_STYLES = {"+exact": "--", "+labels": ":", "+paper": "-."}  # a bound's line, beside the learned one
+
+
+def line_style(label: str) -> str:
+    """Solid for a method with its learned (or no) ratio; dashed, dotted, dash-dotted for the same
+    method with the exact, the label-informed ratio, or the paper's discriminator protocol."""
+    return next((style for mark, style in RATIO_STYLES.items() if mark in label), "-")
+
+
 def metric_vs_ref(long: pd.DataFrame, dataset: str, metric: str, out: Path,
                   floors: list[dict] | None = None) -> Path | None:
-    """Each method's metric over reference sizes; for bias_l2, the floors (stats.bias_floors) as
-    a grey band: up to the sampling floor, lighter up to the reference-composition floor."""
+    """Each row's metric over reference sizes (rows run at one size only are left to the tables);
+    for bias_l2, the floors (stats.bias_floors) as a grey band: up to the sampling floor, lighter
+    up to the reference-composition floor. A log scale where the values span a decade."""
     d = by_row(long[(long.dataset == dataset) & (long.metric == metric) & (long.alpha == 1)])
+    d = d[d.groupby("method").ref.transform("nunique") >= 2]
     if d.ref.nunique() < 2:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     mine = [f for f in floors or [] if f["dataset"] == dataset] if metric == "bias_l2" else []
     sampling = sorted({f["ref"]: f["sampling"] for f in mine}.items())
     composition = sorted((f["ref"], f["sampling"], f["composition"]) for f in mine if f["composition"] is not None)
@@ -64,20 +75,22 @@ def metric_vs_ref(long: pd.DataFrame, dataset: str, metric: str, out: Path,
     if len(composition) >= 2:  # none where D_ref holds exactly the target shares
         refs, low, high = zip(*composition)
         ax.fill_between(refs, low, high, color="0.5", alpha=0.15, lw=0, label="i.i.d. D_ref composition floor")
-    ends = []
-    for method, g in d.groupby("method"):
+    rows = sorted(d.method.unique(), key=natural_key)
+    for i, (method, g) in enumerate(sorted(d.groupby("method"), key=lambda t: natural_key(t[0]))):
         g = g.sort_values("ref")
-        color = method_color(method)
-        line = ax.errorbar(g.ref, g["mean"], yerr=g["std"], marker="o", capsize=3, color=color, label=method)
-        ends.append((g.ref.iloc[-1], g["mean"].iloc[-1], method, line[0].get_color()))
-    _label_lines(ax, ends)
+        shift = math.exp(0.025 * (i - (len(rows) - 1) / 2))  # side by side, so error bars do not hide
+        ax.errorbar(g.ref * shift, g["mean"], yerr=g["std"], marker="o", ms=4, capsize=2, lw=1.4,
+                    color=method_color(method), ls=line_style(method), label=method)
+    if (d["mean"] > 0).all() and d["mean"].max() >= 10 * d["mean"].min():
+        ax.set_yscale("log")
     ax.set_xscale("log")
     ax.minorticks_off()
     ax.set_xticks(sorted(d.ref.unique()), [f"{r:g}" for r in sorted(d.ref.unique())])
     ax.set_xlabel("reference size |D_ref| / |D_bias|")
     ax.set_ylabel(f"{metric} (mean ± std over seeds)")
     ax.set_title(f"{dataset}: {metric} by reference size")
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
     return _save(fig, out / f"{metric}_vs_ref.png")
 
 
