@@ -75,8 +75,8 @@ def metric_vs_ref(long: pd.DataFrame, dataset: str, metric: str, out: Path,
     if len(composition) >= 2:  # none where D_ref holds exactly the target shares
         refs, low, high = zip(*composition)
         ax.fill_between(refs, low, high, color="0.5", alpha=0.15, lw=0, label="i.i.d. D_ref composition floor")
-    rows = sorted(d.method.unique(), key=natural_key)
-    for i, (method, g) in enumerate(sorted(d.groupby("method"), key=lambda t: natural_key(t[0]))):
+    rows = sorted(d.groupby("method"), key=lambda t: natural_key(t[0]))
+    for i, (method, g) in enumerate(rows):
         g = g.sort_values("ref")
         shift = math.exp(0.025 * (i - (len(rows) - 1) / 2))  # side by side, so error bars do not hide
         ax.errorbar(g.ref * shift, g["mean"], yerr=g["std"], marker="o", ms=4, capsize=2, lw=1.4,

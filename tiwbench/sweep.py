@@ -9,7 +9,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import registry
@@ -108,8 +108,7 @@ def _run_group(configs: list[RunConfig], results: Path, device: str, data_root: 
         from submitit.helpers import TorchDistributedEnvironment
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
-    return {"done": out.done, "skipped": out.skipped, "failed": out.failed}
+    return asdict(run_local(configs, results, device=device, data_root=data_root, compile=compile))
 
 
 def usable_cores() -> int:
@@ -175,8 +174,7 @@ def _worker_group(configs: list[RunConfig], results: Path, device: str, data_roo
                   compile: bool | None, threads: int, log: Path) -> dict:
     """One group of a parallel sweep, in a worker process."""
     _worker_start(threads, log)
-    out = run_local(configs, results, device=device, data_root=data_root, compile=compile)
-    return {"done": out.done, "skipped": out.skipped, "busy": out.busy, "failed": out.failed}
+    return asdict(run_local(configs, results, device=device, data_root=data_root, compile=compile))
 
 
 def follow(jobs: list, configs: list[RunConfig], results: Path, cancel_on_interrupt: bool = False,
