@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import signal
@@ -336,3 +337,33 @@ def test_following_jobs_reports_failures_with_their_logs_and_leaves_them_on_ctrl
     with pytest.raises(Interrupted, match="cancelled jobs 8_0"):
         follow(jobs, [], tmp_path, cancel_on_interrupt=True, poll=1)
     assert jobs[0].cancelled
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_parallel_sweep_alone_stops_its_workers(tmp_path, sig):
+    """`kill` or a scheduler signals the sweep's own process, not its workers: they must stop too,
+    at their next step, with a checkpoint to resume from."""
+    cmd = [sys.executable, "-m", "tiwbench", "sweep", "--dataset", "gmm2d", "--methods", "dsm_obs",
+           "--refs", "0.05", "--seeds", "0,1", "--results", str(tmp_path), "--jobs", "2",
+           "--steps", "200000", "--num-samples", "200", "--sample-steps", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(list(tmp_path.glob("*/checkpoint.pt"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    # the workers, not the resource tracker
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    workers = [int(p) for p in children if "spawn_main" in open(f"/proc/{p}/cmdline").read()]
+    assert len(list(tmp_path.glob("*/checkpoint.pt"))) == 2 and len(workers) == 2
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:  # a failure leaves no process training on
+        for pid in [proc.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "sweep interrupted" in err and "Traceback" not in err
+    for pid in workers:  # gone, or a zombie nobody reaps (the container's init)
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+    assert not list(tmp_path.glob("*/metrics.json"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
@@ -116,6 +117,26 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+_stop_event = None  # a parallel sweep's worker: set by the parent when the sweep is stopped
+_interruptible = False  # a worker's SIGINT raises KeyboardInterrupt only while it runs a group
+
+
+def _worker_sigint(signum, frame) -> None:
+    """A worker's SIGINT: the first one while a group runs ends it (training turns it into a
+    checkpoint instead, through its own handler); an idle worker, or a second signal, is left alone,
+    so that the terminal's Ctrl-C and the parent's forwarded one stop a run once, cleanly."""
+    global _interruptible
+    if _interruptible:
+        _interruptible = False
+        raise KeyboardInterrupt
+
+
+def _worker_init(stop_event) -> None:
+    global _stop_event
+    _stop_event = stop_event
+    signal.signal(signal.SIGINT, _worker_sigint)
+
+
 def _worker_start(threads: int, log: Path) -> None:
     """A parallel sweep's worker: its share of the cores (two PyTorch processes each using all of
     them slow each other several-fold), its messages in its own log file, not the terminal."""
@@ -134,7 +155,8 @@ def run_parallel(configs: list[RunConfig], results: Path, jobs: int, device: str
     """Run the configurations in `jobs` worker processes on this machine, the cores split among
     them; each worker takes whole (dataset, ref, seed) groups, so a ratio model is trained once
     and no worker waits for another's. Progress counts records as they appear; workers log to
-    RESULTS/_logs/. Ctrl-C stops the workers at their next step (their checkpoints resume)."""
+    RESULTS/_logs/. Ctrl-C, or SIGINT/SIGTERM sent to this process alone, stops the workers at their
+    next step (their checkpoints resume)."""
     out = SweepOutcome()
     pending = unfinished(configs, results)
     out.skipped = len(configs) - len(pending)
@@ -145,7 +167,9 @@ def run_parallel(configs: list[RunConfig], results: Path, jobs: int, device: str
         f"thread{'s' * (threads > 1)}; logs in {results / '_logs'}")
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(stop,))
     try:
         futures = {pool.submit(_worker_group, group, results, device, data_root, compile, threads,
                                results / "_logs" / f"{group[0].dataset}-ref{group[0].ref:g}-s{group[0].seed}.log"):
@@ -155,7 +179,7 @@ def run_parallel(configs: list[RunConfig], results: Path, jobs: int, device: str
             while waiting:
                 done, waiting = wait(waiting, timeout=5, return_when=FIRST_COMPLETED)
                 for future in done:
-                    group_out = future.result()
+                    group_out = future.result()  # a worker stopped by a signal of its own raises here
                     out.done += group_out["done"]
                     out.skipped += group_out["skipped"]  # finished by another sweep meanwhile
                     out.busy += group_out["busy"]
@@ -163,18 +187,41 @@ def run_parallel(configs: list[RunConfig], results: Path, jobs: int, device: str
                     for run_id, message in group_out["failed"]:
                         say(f"[red]failed[/red] {run_id}: {message}")
                 update(out.skipped + sum(finished(record_path(c, results)) for c in pending))
-    except KeyboardInterrupt:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except (KeyboardInterrupt, Interrupted):
+        _stop_workers(pool, stop)
         raise Interrupted("sweep interrupted: finished runs are kept, unfinished ones resume") from None
     pool.shutdown(wait=True)
     return out
 
 
+def _stop_workers(pool, stop) -> None:
+    """Stop a parallel sweep: no worker starts another group, and each running one gets the SIGINT
+    (a signal sent to the parent alone, by `kill` or a scheduler, reaches no worker), checkpoints
+    at its next step and ends; then wait for them."""
+    stop.set()
+    for child in multiprocessing.active_children():
+        try:
+            os.kill(child.pid, signal.SIGINT)
+        except (ProcessLookupError, TypeError):
+            pass
+    try:
+        pool.shutdown(wait=True, cancel_futures=True)
+    except KeyboardInterrupt:  # a second Ctrl-C while waiting: the checkpoints already on disk resume
+        pass
+
+
 def _worker_group(configs: list[RunConfig], results: Path, device: str, data_root: Path | None,
                   compile: bool | None, threads: int, log: Path) -> dict:
-    """One group of a parallel sweep, in a worker process."""
+    """One group of a parallel sweep, in a worker process; none once the sweep is stopped."""
+    global _interruptible
+    if _stop_event is not None and _stop_event.is_set():
+        return asdict(SweepOutcome())
     _worker_start(threads, log)
-    return asdict(run_local(configs, results, device=device, data_root=data_root, compile=compile))
+    _interruptible = True
+    try:
+        return asdict(run_local(configs, results, device=device, data_root=data_root, compile=compile))
+    finally:
+        _interruptible = False
 
 
 def follow(jobs: list, configs: list[RunConfig], results: Path, cancel_on_interrupt: bool = False,
