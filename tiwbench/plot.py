@@ -286,17 +286,27 @@ def method_bars(long: pd.DataFrame, dataset: str, out: Path, floors: list[dict] 
     return _save(fig, out / "methods.png")
 
 
-def all_figures(records: list[Record], long: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
-    """Every figure that the records support, the main ones first (each method against reference
-    size where there are several, else per method); returns the files written."""
+def main_figures(records: list[Record], long: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
+    """The figures a reader looks at first: bias and quality against reference size where there
+    are several sizes, else both per method at the one size; returns the files written."""
     floors = bias_floors(records)
-    metrics = sorted(long[long.dataset == dataset].metric.unique())
+    made = [p for p in (metric_vs_ref(long, dataset, m, out, floors) for m in main_metrics(long, dataset)) if p]
+    return made or [p for p in [method_bars(long, dataset, out, floors)] if p]
+
+
+def more_figures(records: list[Record], long: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
+    """The other figures the records support (further metrics by size, the α trade-off, the ratio's
+    error by σ, training curves, sample grids); returns the files written."""
+    floors = bias_floors(records)
     main = main_metrics(long, dataset)
-    made = [metric_vs_ref(long, dataset, m, out, floors) for m in main]
-    if not any(made):  # one reference size
-        made = [method_bars(long, dataset, out, floors)]
-    made += [metric_vs_ref(long, dataset, m, out, floors)
-             for m in metrics if m.startswith(("bias_l2", "fd_", "fid")) and m not in main]
+    metrics = sorted(long[long.dataset == dataset].metric.unique())
+    made = [metric_vs_ref(long, dataset, m, out, floors) for m in metrics
+            if m.startswith(("bias_l2", "fd_", "fid")) and m not in main]
     made += [alpha_tradeoff(long, dataset, out), ratio_error_vs_sigma(records, dataset, out),
              training_curves(records, dataset, out), sample_grids(records, dataset, out)]
     return [p for p in made if p is not None]
+
+
+def all_figures(records: list[Record], long: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
+    """Every figure that the records support, the main ones first; returns the files written."""
+    return main_figures(records, long, dataset, out) + more_figures(records, long, dataset, out)

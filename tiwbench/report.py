@@ -176,7 +176,7 @@ def write_report(results: Path, dataset: str, out: Path, records_out: bool = Tru
     """Everything a dataset's results folder holds: table.md, table.csv, figures, report.html and
     (with `records_out`) the run records behind them under OUT/runs. `summary` (Markdown) closes
     table.md and the page under "What the numbers say"."""
-    from .plot import all_figures, main_metrics
+    from .plot import main_figures, more_figures
 
     summary_text = read_summary(summary)
     if out.exists() and not out.is_dir():
@@ -208,11 +208,10 @@ def write_report(results: Path, dataset: str, out: Path, records_out: bool = Tru
     try:
         write_text(stage / "table.md", md)
         write_text(stage / "table.csv", render(long, "csv"))
-        figures = all_figures(records, long, dataset, stage)
-        against_ref = {f"{m}_vs_ref.png" for m in main_metrics(long, dataset)}
-        main = sum(p.name in against_ref for p in figures) or 1  # else the bars at one size
+        main = main_figures(records, long, dataset, stage)
+        figures = main + more_figures(records, long, dataset, stage)
         write_text(stage / "report.html", render_report(records, long, ratio, dataset, figures,
-                                                        sweeps + [report], summary_text, main))
+                                                        sweeps + [report], summary_text, len(main)))
         runs = [write_records(records, dataset, out)] if records_out else []  # the page's sources first
         staged = [stage / "table.md", stage / "table.csv", *figures, stage / "report.html"]
         for path in staged:
