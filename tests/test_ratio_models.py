@@ -363,3 +363,22 @@ def test_an_interrupted_discriminator_fit_resumes_to_the_uninterrupted_one(gmm2d
     assert torch.load(partial, weights_only=True)["done"]  # left for the caller, which deletes it
     again = fit(partial)  # a finished loop is not trained again (an interrupted refit's case)
     assert again.chosen == plain.chosen and again.curves == plain.curves
+
+
+def test_held_out_bce_scores_any_ratio_model(gmm2d_data):
+    """The bench scripts score the exact ratio on the discriminator's held-out split: HeldOutBCE
+    takes any DensityRatio (one without a base term too) and gives the BCE of its log-ratio."""
+    import torch.nn.functional as F
+
+    from tiwbench.ratio import HeldOutBCE
+
+    data = gmm2d_data
+    exact = data.exact_ratio(True)
+    held = HeldOutBCE(data.x_ref[:50], data.x_bias[:200], [0.002, 1.0], torch.Generator().manual_seed(0), "cpu")
+    by_hand = []
+    for s, x_ref, x_bias in zip(held.sigmas, held.ref, held.bias):
+        def bce(x, label, s=s):
+            logit = exact.log_ratio(x, torch.full((len(x),), s))
+            return F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, label)).item()
+        by_hand.append((bce(x_ref, 1.0) + bce(x_bias, 0.0)) / 2)
+    assert held(exact) == by_hand

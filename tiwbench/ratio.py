@@ -508,13 +508,17 @@ class HeldOutBCE:
         return torch.full((len(x),), s, device=x.device)
 
     @torch.no_grad()
-    def __call__(self, model: LearnedRatio) -> list[float]:
+    def __call__(self, model: DensityRatio) -> list[float]:
+        """Per σ, the BCE of `model`'s log-ratio on the held-out points; any ratio model (the
+        bench scripts score exact and label-informed ones too), with the fixed base where set."""
         out = []
         for k, (s, x_ref, x_bias) in enumerate(zip(self.sigmas, self.ref, self.bias)):
-            bases = self._bases[k] if model is self._base_model else (None, None)
-            bce = [F.binary_cross_entropy_with_logits(model.log_ratio(x, self._sigma(x, s), base=base),
-                                                      torch.full((len(x),), label, device=x.device)).item()
-                   for x, label, base in ((x_ref, 1.0, bases[0]), (x_bias, 0.0, bases[1]))]
+            bce = []
+            for i, (x, label) in enumerate(((x_ref, 1.0), (x_bias, 0.0))):
+                sigma = self._sigma(x, s)
+                logit = (model.log_ratio(x, sigma, base=self._bases[k][i]) if model is self._base_model
+                         else model.log_ratio(x, sigma))
+                bce.append(F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, label)).item())
             out.append(sum(bce) / 2)
         return out
 
