@@ -201,8 +201,8 @@ def _stop_workers(pool, stop) -> None:
     stop.set()
     for child in multiprocessing.active_children():
         try:
-            os.kill(child.pid, signal.SIGINT)
-        except (ProcessLookupError, TypeError):
+            os.kill(child.pid, signal.SIGINT)  # active_children are started: each has a pid
+        except ProcessLookupError:  # ended meanwhile
             pass
     try:
         pool.shutdown(wait=True, cancel_futures=True)
