@@ -67,3 +67,46 @@ def test_ref_composition_scores_each_seeds_reference_set_and_runs_against_it(tmp
     run_row = next(line for line in out.splitlines() if line.startswith("| dsm_ref |"))
     runs, to_target, to_ref = (float(v) for v in run_row.split("|")[2:5])
     assert runs == 1 and to_target == pytest.approx(own, abs=1e-4) and to_ref == 0
+
+
+def _run_script(name: str, *args: str) -> str:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / name), *args], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def test_ratio_families_scores_the_exact_ratio_at_zero_error_and_the_linear_term_above_it():
+    out = _run_script("ratio_families.py", "--dataset", "gmm2d", "--steps", "5")
+    rows = {line.split()[0]: line for line in out.splitlines() if "held-out BCE per band" in line}
+    assert {"exact", "linear", "rescaled", "gauss", "tilt"} <= rows.keys()
+
+    def corr_err(row: str) -> float:
+        return float(row.split("corr_err")[1].split("|")[0])
+
+    def bce(row: str) -> list[float]:
+        return [float(v) for v in row.split("per band")[1].split("|")[0].split()]
+
+    assert corr_err(rows["exact"]) == 0 and corr_err(rows["linear"]) > 0.005
+    assert bce(rows["exact"])[0] < bce(rows["linear"])[0]  # the exact ratio separates best where it can
+    assert any(line.startswith("step 5 α 1.0") for line in out.splitlines())
+
+
+def test_ratio_probe_prints_the_selected_steps_and_the_error_per_sigma():
+    out = _run_script("ratio_probe.py", "--dataset", "gmm2d", "--variants", "today", "--steps", "20")
+    assert "## today (" in out and "chosen steps" in out
+    logr = next(line for line in out.splitlines() if line.startswith("logr"))
+    errors = [float(v) for v in logr.split()[1:]]
+    assert len(errors) > 5 and all(0 <= e < 5 for e in errors)
+
+
+def test_step_time_script_times_every_step_kind():
+    out = _run_script("step_time.py", "--steps", "2")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "ms/step" not in line]
+    assert len(rows) == 6 and rows[0].startswith("| dsm_obs |")
+    assert all(float(r.split("|")[2]) > 0 for r in rows)
+
+
+def test_tilt_limit_script_reports_consistent_shifts():
+    out = _run_script("tilt_limit.py", "--datasets", "gmm2d", "--seeds", "0")
+    line = next(line for line in out.splitlines() if line.startswith("gmm2d seed 0"))
+    delta, s, gap = (float(line.split(f"{key} ")[1].split(",")[0]) for key in ("|δ|", "|s|", "|s − δ|"))
+    assert abs(s - delta) <= gap + 1e-3 <= s + delta + 2e-3  # the triangle inequality
