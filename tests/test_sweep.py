@@ -340,10 +340,12 @@ def test_following_jobs_reports_failures_with_their_logs_and_leaves_them_on_ctrl
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_to_the_parallel_sweep_alone_stops_its_workers(tmp_path, sig):
+@pytest.mark.parametrize(("sig", "target"), [(signal.SIGINT, "sweep"), (signal.SIGTERM, "sweep"),
+                                             (signal.SIGINT, "worker")])
+def test_a_signal_to_the_parallel_sweep_alone_stops_its_workers(tmp_path, sig, target):
     """`kill` or a scheduler signals the sweep's own process, not its workers: they must stop too,
-    at their next step, with a checkpoint to resume from."""
+    at their next step, with a checkpoint to resume from. A signal to one worker alone (Ctrl-C in
+    `top`, an OOM guard) stops the whole sweep the same way rather than letting it take the next group."""
     cmd = [sys.executable, "-m", "tiwbench", "sweep", "--dataset", "gmm2d", "--methods", "dsm_obs",
            "--refs", "0.05", "--seeds", "0,1", "--results", str(tmp_path), "--jobs", "2",
            "--steps", "200000", "--num-samples", "200", "--sample-steps", "4"]
@@ -355,7 +357,7 @@ def test_a_signal_to_the_parallel_sweep_alone_stops_its_workers(tmp_path, sig):
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     workers = [int(p) for p in children if "spawn_main" in open(f"/proc/{p}/cmdline").read()]
     assert len(list(tmp_path.glob("*/checkpoint.pt"))) == 2 and len(workers) == 2
-    proc.send_signal(sig)
+    os.kill(proc.pid if target == "sweep" else workers[0], sig)
     try:
         _, err = proc.communicate(timeout=60)
     finally:  # a failure leaves no process training on
