@@ -110,3 +110,15 @@ def test_tilt_limit_script_reports_consistent_shifts():
     line = next(line for line in out.splitlines() if line.startswith("gmm2d seed 0"))
     delta, s, gap = (float(line.split(f"{key} ")[1].split(",")[0]) for key in ("|δ|", "|s|", "|s − δ|"))
     assert abs(s - delta) <= gap + 1e-3 <= s + delta + 2e-3  # the triangle inequality
+
+
+def test_ratio_backbones_script_fits_both_backbones_on_held_out_data(tmp_path):
+    out = _run_script("ratio_backbones.py", "--dataset", "gmm2d", "--results", str(tmp_path),
+                      "--steps", "30", "--ratio-steps", "30")
+    rows = {tuple(line.split()[:2]): line for line in out.splitlines() if "held-out BCE" in line}
+    assert set(rows) == {(b, m) for b in ("scratch", "score") for m in ("iw_dsm", "tiw_dsm")}
+    bce = {key: [float(v) for v in line.split("held-out BCE ")[1].split("  tilt")[0].split()]
+           for key, line in rows.items()}
+    assert len(bce["score", "tiw_dsm"]) == 4 and len(bce["score", "iw_dsm"]) == 1
+    assert all(0 < b < 0.75 for values in bce.values() for b in values)
+    assert bce["score", "iw_dsm"] != bce["scratch", "iw_dsm"]  # the head sees the encoder's features
