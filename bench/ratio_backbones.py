@@ -32,12 +32,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="the encoder's training steps (the dataset's)")
     ap.add_argument("--ratio-steps", type=int, default=None, help="the discriminator's (the dataset's)")
     args = ap.parse_args()
+    recipe = registry.get_dataset(args.dataset)
+    data = recipe.build(args.ref, args.seed, None, cache_dir=args.results / "_cache")  # every row: one (ref, seed)
     for backbone in ("scratch", "score"):
         for method in ("iw_dsm", "tiw_dsm"):
             cfg = resolve_config(method, args.dataset, args.ref, seed=args.seed, ratio_backbone=backbone,
                                  steps=args.steps, ratio_steps=args.ratio_steps)
-            recipe = registry.get_dataset(cfg.dataset)
-            data = recipe.build(cfg.ref, cfg.seed, None, cache_dir=args.results / "_cache")
             t0 = time.perf_counter()
             _, fit = ratio_model_for(cfg, registry.get_method(method).ratio, recipe, data, args.results,
                                      torch.device("cpu"))

@@ -11,11 +11,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_script(name: str, *args: str, env: dict | None = None) -> str:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / name), *args], check=True,
+                          capture_output=True, text=True, env=env).stdout
+
+
 def test_throughput_script_prints_its_table():
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--device", "cpu",
-                          "--net", "tiny",
-                          "--batch", "4", "--iters", "1", "--warmup", "1", "--precisions", "fp32,bf16",
-                          "--sample-steps", "3"], check=True, capture_output=True, text=True).stdout
+    out = _run_script("throughput.py", "--device", "cpu", "--net", "tiny", "--batch", "4", "--iters", "1",
+                      "--warmup", "1", "--precisions", "fp32,bf16", "--sample-steps", "3")
     assert "| fp32 | tiw_dsm step |" in out and "| bf16 | heun 3 steps |" in out
 
 
@@ -26,18 +29,14 @@ def test_throughput_script_compiles_in_channels_last():
     inductor's decompositions and partitioner, without inductor's C++ code (minutes here, and not
     the GPU's code; test_train's compiled TIW step runs inductor itself)."""
     backend = "aot_eager_decomp_partition"  # the graphs captured, forward and backward; no C++ built
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--device", "cpu",
-                          "--net", "tiny",
-                          "--batch", "4", "--iters", "1", "--warmup", "1", "--precisions", "bf16",
-                          "--sample-steps", "3", "--compile", "--channels-last"],
-                         check=True, capture_output=True, text=True,
-                         env={**os.environ, "TIWBENCH_COMPILE_BACKEND": backend}).stdout
+    out = _run_script("throughput.py", "--device", "cpu", "--net", "tiny", "--batch", "4", "--iters", "1",
+                      "--warmup", "1", "--precisions", "bf16", "--sample-steps", "3", "--compile",
+                      "--channels-last", env={**os.environ, "TIWBENCH_COMPILE_BACKEND": backend})
     assert f"compile={backend}, channels-last" in out and "| bf16 | tiw_dsm step |" in out
 
 
 def test_tilt_composition_script_weighs_the_split_and_sums_to_one():
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "tilt_composition.py"), "--dataset", "gmm2d",
-                          "--seeds", "0"], check=True, capture_output=True, text=True).stdout
+    out = _run_script("tilt_composition.py", "--dataset", "gmm2d", "--seeds", "0")
     row = next(line for line in out.splitlines() if line.startswith("| 0 |"))
     plain, tilted = ([float(v) for v in cell.split(" / ")] for cell in row.split("|")[2:4])
     assert abs(sum(plain) - 1) < 2e-3 and abs(sum(tilted) - 1) < 2e-3
@@ -57,9 +56,7 @@ def test_ref_composition_scores_each_seeds_reference_set_and_runs_against_it(tmp
                                "shares": shares, "target_shares": [0.25] * 4, "feature_space": "data"})
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.json").write_text(record.to_json())
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "ref_composition.py"), "--dataset", "gmm2d",
-                          "--seeds", "1", "--results", str(tmp_path)], check=True, capture_output=True,
-                         text=True).stdout
+    out = _run_script("ref_composition.py", "--dataset", "gmm2d", "--seeds", "1", "--results", str(tmp_path))
     seed_row = next(line for line in out.splitlines() if line.startswith("| 1 |"))
     own = float(seed_row.split("|")[3])
     expected = sum((s - 0.25) ** 2 for s in shares) ** 0.5
@@ -67,11 +64,6 @@ def test_ref_composition_scores_each_seeds_reference_set_and_runs_against_it(tmp
     run_row = next(line for line in out.splitlines() if line.startswith("| dsm_ref |"))
     runs, to_target, to_ref = (float(v) for v in run_row.split("|")[2:5])
     assert runs == 1 and to_target == pytest.approx(own, abs=1e-4) and to_ref == 0
-
-
-def _run_script(name: str, *args: str) -> str:
-    return subprocess.run([sys.executable, str(ROOT / "bench" / name), *args], check=True,
-                          capture_output=True, text=True).stdout
 
 
 def test_ratio_families_scores_the_exact_ratio_at_zero_error_and_the_linear_term_above_it():
