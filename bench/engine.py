@@ -1,7 +1,7 @@
 """Engine bars on this machine: wall time of one `tiwbench run` (ratio training included) and of
 the five methods at one reference size and seed, then bias over seeds, all through the CLI.
 
-    python bench/engine.py [--seeds 0,1,2] [--results /tmp/tiwbench-bench]
+    python bench/engine.py [--seeds 0,1,2] [--results /tmp/tiwbench-bench] [--run-option=--steps=100]
 
 Each timing starts from an empty results folder, so nothing is reused from earlier runs.
 """
@@ -29,9 +29,11 @@ def main() -> None:
     ap.add_argument("--ref", default="0.05")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--results", type=Path, default=Path("/tmp/tiwbench-bench"))
+    ap.add_argument("--run-option", action="append", default=[],
+                    help="an option passed to every `tiwbench run` (e.g. --run-option=--steps=100); repeatable")
     args = ap.parse_args()
     shutil.rmtree(args.results, ignore_errors=True)
-    common = ["--dataset", args.dataset, "--ref", args.ref, "--results", str(args.results)]
+    common = ["--dataset", args.dataset, "--ref", args.ref, "--results", str(args.results), *args.run_option]
 
     for i, seed in enumerate(args.seeds.split(",")):
         t0 = time.perf_counter()

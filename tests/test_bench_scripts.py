@@ -114,3 +114,24 @@ def test_ratio_backbones_script_fits_both_backbones_on_held_out_data(tmp_path):
     assert len(bce["score", "tiw_dsm"]) == 4 and len(bce["score", "iw_dsm"]) == 1
     assert all(0 < b < 0.75 for values in bce.values() for b in values)
     assert bce["score", "iw_dsm"] != bce["scratch", "iw_dsm"]  # the head sees the encoder's features
+
+
+@pytest.mark.slow
+def test_engine_script_times_each_method_and_tables_them(tmp_path):
+    out = _run_script("engine.py", "--seeds", "0", "--results", str(tmp_path / "runs"),
+                      "--run-option=--steps=20", "--run-option=--ratio-steps=20",
+                      "--run-option=--num-samples=200", "--run-option=--sample-steps=4")
+    timed = [line for line in out.splitlines() if line.startswith("seed 0 ") and line.endswith(" s")]
+    assert [line.split()[2] for line in timed] == ["dsm_obs", "dsm_ref", "iw_dsm", "tiw_dsm", "tiw_nocorr"]
+    assert "seed 0: five methods in" in out
+    table = out.split("five methods in")[1]
+    assert "bias_l2" in table and all(f" {m} " in table for m in ("dsm_obs", "tiw_dsm", "tiw_nocorr"))
+    assert len(list((tmp_path / "runs").glob("*/metrics.json"))) == 5
+
+
+def test_lock_race_script_finds_no_overlap_and_no_spurious_failure():
+    out = _run_script("lock_race.py", "--takeovers", "6", "--starts", "12", "--rounds", "1")
+    assert "overlapping holders: False" in out and " 0 errors" in out
+    assert "12 processes" in out and " 0 spurious failures" in out
+    took = int(out.split("starts round 0: 12 processes, ")[1].split(" took")[0])
+    assert took >= 1  # someone got the free lock
