@@ -14,6 +14,7 @@ from tiwbench.cli import app
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_method"
 RATIO_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_ratio"
+DATASET_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_dataset"
 
 
 def install(package: Path, tmp_path: Path, monkeypatch) -> None:
@@ -71,3 +72,29 @@ def test_example_ratio_estimator_installs_registers_and_runs(tmp_path, monkeypat
     assert "kde" in registry.available("ratio")
     check_estimator_declaration("kde")
     check_estimator_fit("kde", tmp_path)
+
+
+@pytest.mark.slow
+def test_example_dataset_installs_registers_and_runs(tmp_path, monkeypatch):
+    """The outside image dataset: pip-installed, listed, held to the dataset contracts, its option
+    checked, and run through run and table with a learned and the label-informed ratio."""
+    from test_contracts import test_dataset_class_contract, test_dataset_data_contract
+
+    install(DATASET_EXAMPLE, tmp_path, monkeypatch)
+    runner = CliRunner()
+    out = runner.invoke(app, ["list"])
+    assert "stripes" in out.output and "orientation × thickness" in out.output
+    test_dataset_class_contract("stripes")
+    test_dataset_data_contract("stripes", tmp_path / "contract")
+    res = tmp_path / "runs"
+    bad = runner.invoke(app, ["run", "--method", "dsm_obs", "--dataset", "stripes", "--ref", "0.05",
+                              "--dataset-option", "n_bias=10", "--results", str(res)])
+    assert bad.exit_code == 2 and "n_bias=10" in bad.output
+    tiny = ["--steps", "50", "--ratio-steps", "50", "--num-samples", "300", "--sample-steps", "4"]
+    for method, extra in (("dsm_obs", []), ("tiw_dsm", []), ("tiw_dsm", ["--ratio", "labels"])):
+        out = runner.invoke(app, ["run", "--method", method, "--dataset", "stripes", "--ref", "0.05",
+                                  "--results", str(res), *extra, *tiny])
+        assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["table", "--results", str(res), "--format", "md"])
+    assert out.exit_code == 0, out.output
+    assert all(f"| {row} |" in out.output for row in ("dsm_obs", "tiw_dsm", "tiw_dsm+labels"))

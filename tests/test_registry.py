@@ -91,3 +91,32 @@ def test_a_plugin_must_subclass_the_base(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(TiwbenchError, match="not a subclass of tiwbench.datasets.base.DatasetRecipe"):
         registry.load("dataset", "bad")
+
+
+def test_dataset_options_reach_the_recipe_typed_as_its_defaults():
+    """A plugin author writes `n: int = 5` and receives an int from `--dataset-option n=7`."""
+    from conftest import registered
+
+    from tiwbench.datasets.gmm import GMM2D
+
+    seen = {}
+
+    class Typed(GMM2D):
+        name, description = "typed_options", "GMM2D with typed options"
+
+        def __init__(self, n: int = 5, scale: float = 1.0, flag: bool = False, label: str = "a", free=None):
+            super().__init__()
+            seen.update(n=n, scale=scale, flag=flag, label=label, free=free)
+
+    with registered("dataset", Typed):
+        registry.get_dataset("typed_options", n="7", scale="2", flag="yes", label="b", free="x")
+        assert seen == {"n": 7, "scale": 2.0, "flag": True, "label": "b", "free": "x"}
+        assert type(seen["scale"]) is float
+        registry.get_dataset("typed_options", n=8)  # values from Python pass as given
+        assert seen["n"] == 8
+        for key, text, kind in (("n", "7.5", "an int"), ("scale", "big", "a float"), ("flag", "maybe", "a bool")):
+            with pytest.raises(TiwbenchError, match=f"--dataset-option {key} must be {kind}, got '{text}'"):
+                registry.get_dataset("typed_options", **{key: text})
+        out = CliRunner().invoke(app, ["run", "--method", "dsm_obs", "--dataset", "typed_options", "--ref", "0.1",
+                                       "--dataset-option", "n=x", "--dry-run"])
+        assert out.exit_code == 2 and "--dataset-option n must be an int, got 'x'" in out.output

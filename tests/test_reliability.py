@@ -1,4 +1,4 @@
-"""Defects found by a hostile user (issue 10): each test failed on the code before the fix."""
+"""Defects found by a hostile user: each test failed on the code before its fix."""
 
 import json
 import re

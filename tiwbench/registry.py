@@ -108,12 +108,35 @@ def get_method(name: str):
 def get_dataset(name: str, **options):
     """An instance of the dataset recipe; `options` (from --dataset-option) go to its constructor."""
     cls = load("dataset", name)
+    options = _typed_options(name, cls, options)
     try:
         return cls(**options)
     except TypeError as e:
         raise TiwbenchError(f"dataset {name!r} does not take the options {sorted(options)}: {e}") from e
     except ValueError as e:
         raise TiwbenchError(f"dataset {name!r}: bad option value: {e}") from e
+
+
+def _typed_options(name: str, cls: type, options: dict) -> dict:
+    """--dataset-option texts as the type of the constructor's default where that is a bool, int
+    or float, so that a recipe receives `n_bias=5000` as 5000; other values pass as given."""
+    import inspect
+
+    from .estimators.base import parse_text
+
+    params = inspect.signature(cls.__init__).parameters
+    typed = {}
+    for key, value in options.items():
+        default = params[key].default if key in params else inspect.Parameter.empty
+        kind = type(default)
+        if isinstance(value, str) and kind in (bool, int, float):
+            try:
+                value = parse_text(kind, value)
+            except ValueError:
+                raise TiwbenchError(f"dataset {name!r}: --dataset-option {key} must be "
+                                    f"{'an' if kind is int else 'a'} {kind.__name__}, got {value!r}") from None
+        typed[key] = value
+    return typed
 
 
 def describe(kind: str) -> list[tuple[str, str]]:

@@ -26,6 +26,19 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 NO_LEGACY = "<no legacy>"  # RatioOption.legacy of an option that keeps its default's meaning
 
 
+def parse_text(kind: type, text: str) -> Any:
+    """A command-line text as a bool (true/false, 1/0, yes/no, on/off), int or float; any other
+    kind keeps the text. ValueError when it is not one."""
+    if kind is bool:
+        low = text.strip().lower()
+        if low not in _TRUE + _FALSE:
+            raise ValueError(text)
+        return low in _TRUE
+    if kind in (int, float):
+        return kind(text)
+    return text
+
+
 @dataclass(frozen=True)
 class RatioOption:
     """One option of an estimator. `check(value)` returns an error text or None. `legacy`: for an
@@ -51,17 +64,7 @@ class RatioOption:
         """A command-line value as this option's type, checked; TiwbenchError naming the option."""
         kind = self.type
         try:
-            if kind is bool:
-                low = text.strip().lower()
-                if low not in _TRUE + _FALSE:
-                    raise ValueError
-                value = low in _TRUE
-            elif kind is int:
-                value = int(text)
-            elif kind is float:
-                value = float(text)
-            else:
-                value = text
+            value = parse_text(kind, text)
         except ValueError:
             raise TiwbenchError(f"--ratio-option {self.name} must be a {kind.__name__}, got {text!r}") from None
         return self.validate(value)
