@@ -23,6 +23,8 @@ def test_list_shows_methods_and_datasets_with_descriptions():
     for name in ("dsm_obs", "dsm_ref", "iw_dsm", "tiw_dsm", "tiw_nocorr", "tiw_corr", "gmm2d", "gmm_hd"):
         assert name in out.output
     assert "score correction" in out.output
+    assert "--dataset-option imbalance=100  n_bias=10000  classifier=''" in out.output  # options, defaults
+    assert "--dataset-option dim=32  ref_sampling=iid" in out.output
 
 
 def test_help_shows_the_bracketed_defaults():

@@ -84,6 +84,7 @@ def test_example_dataset_installs_registers_and_runs(tmp_path, monkeypatch):
     runner = CliRunner()
     out = runner.invoke(app, ["list"])
     assert "stripes" in out.output and "orientation × thickness" in out.output
+    assert "--dataset-option n_bias=3000  classifier=''" in out.output
     test_dataset_class_contract("stripes")
     test_dataset_data_contract("stripes", tmp_path / "contract")
     res = tmp_path / "runs"

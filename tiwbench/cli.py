@@ -255,12 +255,17 @@ def report(
 @user_errors
 def list_():
     """List the registered methods, datasets and ratio estimators (with their options)."""
-    from .registry import describe, load
+    from .registry import dataset_option_defaults, describe, load
 
     for kind, title in (("method", "methods"), ("dataset", "datasets"), ("ratio", "ratio estimators (--ratio)")):
         typer.echo(f"{title}:")
         for name, text in describe(kind):
             typer.echo(f"  {name:<14} {text}")
+            if kind == "dataset" and not text.startswith("[broken]"):
+                options = dataset_option_defaults(load(kind, name))
+                if options:
+                    typer.echo("      --dataset-option " + "  ".join(
+                        f"{k}={format_value(v) if v != '' else repr(v)}" for k, v in options.items()))
             if kind == "ratio" and not text.startswith("[broken]"):
                 cls = load(kind, name)
                 for o in cls.options:

@@ -329,12 +329,10 @@ def canonical(value) -> str:
 
 def drop_default_options(recipe_cls: type, options: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     """The dataset options without those set to the recipe's own default (same computation)."""
-    import inspect
+    from .registry import dataset_option_defaults
 
-    params = inspect.signature(recipe_cls.__init__).parameters
-    return tuple((k, v) for k, v in options
-                 if not (k in params and params[k].default is not inspect.Parameter.empty
-                         and canonical(params[k].default) == v))
+    defaults = dataset_option_defaults(recipe_cls)
+    return tuple((k, v) for k, v in options if not (k in defaults and canonical(defaults[k]) == v))
 
 
 def resolve_config(method: str, dataset: str, ref: float, **options) -> RunConfig:

@@ -117,18 +117,23 @@ def get_dataset(name: str, **options):
         raise TiwbenchError(f"dataset {name!r}: bad option value: {e}") from e
 
 
+def dataset_option_defaults(cls: type) -> dict:
+    """A recipe's --dataset-options (its constructor's keyword arguments) and their defaults."""
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
 def _typed_options(name: str, cls: type, options: dict) -> dict:
     """--dataset-option texts as the type of the constructor's default where that is a bool, int
     or float, so that a recipe receives `n_bias=5000` as 5000; other values pass as given."""
-    import inspect
-
     from .estimators.base import parse_text
 
-    params = inspect.signature(cls.__init__).parameters
+    defaults = dataset_option_defaults(cls)
     typed = {}
     for key, value in options.items():
-        default = params[key].default if key in params else inspect.Parameter.empty
-        kind = type(default)
+        kind = type(defaults[key]) if key in defaults else None
         if isinstance(value, str) and kind in (bool, int, float):
             try:
                 value = parse_text(kind, value)
