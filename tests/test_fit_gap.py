@@ -63,3 +63,24 @@ def test_records_and_tables_carry_fit_gap(tmp_path):
     assert "fit_gap" in cells.columns and cells.loc["tiw_nocorr", "fit_gap"] == "–"
     note = table_notes(list(records.values()))[("gmm2d", "fit_gap")]
     assert "dsm_obs 0.0" in note and "tiw_nocorr" in note.split("Sampling floors")[0]
+
+
+def test_rows_above_twice_their_fit_floor_are_named_under_the_summary_table(tmp_path):
+    """With 1,000 samples at uniform fit shares the floor is √(4·0.25·0.75/1000) = 0.0274: a row at
+    0.05 is within twice it, one at 0.06 is not (its mean over seeds is what counts)."""
+    from tiwbench.results import underfit_rows
+
+    def record(method, seed, gap, alpha=1.0):
+        return {"config": {"method": method, "dataset": "gmm2d", "ref": 0.05, "seed": seed, "alpha": alpha},
+                "metrics": {"bias_l2": gap, "fit_gap": gap}, "ratio_source": "none", "ratio_kind": None,
+                "shares": [0.25] * 4, "target_shares": [0.25] * 4, "fit_shares": [0.25] * 4,
+                "feature_space": "data", "sizes": {"bias": 20000, "ref": 1000, "eval": 10000, "samples": 1000}}
+
+    for i, (method, seed, gap, alpha) in enumerate([("dsm_ref", 0, 0.05, 1.0), ("iw_dsm", 0, 0.07, 1.0),
+                                                    ("iw_dsm", 1, 0.05, 1.0), ("tiw_dsm", 0, 0.2, 0.5)]):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "metrics.json").write_text(json.dumps(record(method, seed, gap, alpha)))
+    assert underfit_rows(load_records(tmp_path)) == {("gmm2d", 0.05): ["iw_dsm 0.06 (floor 0.027)"]}
+    out = runner.invoke(app, ["table", "--results", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "fit_gap above twice its sampling floor: iw_dsm 0.06 (floor 0.027)" in " ".join(out.output.split())

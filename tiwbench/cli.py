@@ -193,7 +193,7 @@ def table(
 ):
     """Aggregate finished runs over seeds: mean ± std (n), best per column in bold."""
     from .record import load_records
-    from .results import long_table, ratio_error_markdown, ratio_error_table, render, table_notes
+    from .results import long_table, ratio_error_markdown, ratio_error_table, render, table_notes, underfit_rows
 
     if ratio_error and format == "summary":
         format = "md"
@@ -203,7 +203,7 @@ def table(
     if format == "summary" and not ratio_error:
         from .console import print_main_tables
 
-        print_main_tables(long_table(records, dataset, baseline), results)
+        print_main_tables(long_table(records, dataset, baseline), results, underfit_rows(records, dataset))
         return
     if ratio_error:
         df = ratio_error_table(records, dataset)

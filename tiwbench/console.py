@@ -29,9 +29,10 @@ def warn(message: str) -> None:
     say(f"[yellow]warning:[/yellow] {message}")
 
 
-def print_main_tables(long, results) -> None:
+def print_main_tables(long, results, underfit: dict | None = None) -> None:
     """`tiwbench table` in a terminal: one compact rich table per dataset and reference size
-    (results.main_table), then where the full tables and the report are."""
+    (results.main_table), each followed by its under-fitted rows (results.underfit_rows), then
+    where the full tables and the report are."""
     from rich.table import Table
 
     from .results import main_table
@@ -52,6 +53,11 @@ def print_main_tables(long, results) -> None:
                           for c, v in cells.loc[row].items()]
                 table.add_row(row, *marked)
             out.print(table)
+            flagged = (underfit or {}).get((dataset, ref))
+            if flagged:
+                out.print(f"[yellow]fit_gap above twice its sampling floor:[/yellow] {', '.join(flagged)}"
+                          " — part of these rows' bias is the network's under-fitting, not the method; "
+                          "train longer (--steps).")
     from . import DEFAULT_RESULTS
 
     where = f" --results {results}" if results != DEFAULT_RESULTS else ""

@@ -323,6 +323,27 @@ def fit_gap_note(records: list[Record]) -> str:
             f"(root mean square, √(Σ f(1−f)/N)): {spans}.")
 
 
+UNDERFIT_FACTOR = 2.0  # an exact fit's fit_gap exceeds twice its RMS floor with probability < 1 % (χ², K − 1 ≥ 3)
+
+
+def underfit_rows(records: list[Record], dataset: str | None = None) -> dict[tuple[str, float], list[str]]:
+    """Per (dataset, ref): the rows at α = 1 whose mean fit_gap is above UNDERFIT_FACTOR times their
+    mean sampling floor, as "label gap (floor f)": rows where part of the bias is the network's
+    under-fitting. Labels as in the tables (computed over all the dataset's records)."""
+    mine = of_dataset(records, dataset)
+    gaps: dict[tuple[str, float, str], list[tuple[float, float]]] = {}
+    for r, label in zip(mine, row_labels(mine)):
+        if "fit_gap" in r.metrics and r.fit_shares and r.config.alpha == 1:
+            floor = share_floor(r.fit_shares, len_samples(r))
+            gaps.setdefault((r.config.dataset, r.config.ref, label), []).append((r.metrics["fit_gap"], floor))
+    flagged: dict[tuple[str, float], list[str]] = {}
+    for (name, ref, label), values in sorted(gaps.items(), key=lambda kv: (*kv[0][:2], natural_key(kv[0][2]))):
+        gap, floor = (sum(v) / len(values) for v in zip(*values))
+        if gap > UNDERFIT_FACTOR * floor:
+            flagged.setdefault((name, ref), []).append(f"{label} {gap:.2g} (floor {floor:.2g})")
+    return flagged
+
+
 def len_samples(record: Record) -> int:
     """The number of samples a record's shares were measured on."""
     return record.sizes.get("samples") or record.config.num_samples
