@@ -65,16 +65,20 @@ def test_records_and_tables_carry_fit_gap(tmp_path):
     assert "dsm_obs 0.0" in note and "tiw_nocorr" in note.split("Sampling floors")[0]
 
 
+def fit_record(config: dict, gap: float) -> dict:
+    """A record whose samples are `gap` from uniform fit shares, scored on 1,000 samples."""
+    return {"config": config, "metrics": {"bias_l2": gap, "fit_gap": gap}, "ratio_source": "none",
+            "ratio_kind": None, "shares": [0.25] * 4, "target_shares": [0.25] * 4, "fit_shares": [0.25] * 4,
+            "feature_space": "data", "sizes": {"bias": 20000, "ref": 1000, "eval": 10000, "samples": 1000}}
+
+
 def test_rows_above_twice_their_fit_floor_are_named_under_the_summary_table(tmp_path):
     """With 1,000 samples at uniform fit shares the floor is √(4·0.25·0.75/1000) = 0.0274: a row at
     0.05 is within twice it, one at 0.06 is not (its mean over seeds is what counts)."""
     from tiwbench.results import underfit_rows
 
     def record(method, seed, gap, alpha=1.0):
-        return {"config": {"method": method, "dataset": "gmm2d", "ref": 0.05, "seed": seed, "alpha": alpha},
-                "metrics": {"bias_l2": gap, "fit_gap": gap}, "ratio_source": "none", "ratio_kind": None,
-                "shares": [0.25] * 4, "target_shares": [0.25] * 4, "fit_shares": [0.25] * 4,
-                "feature_space": "data", "sizes": {"bias": 20000, "ref": 1000, "eval": 10000, "samples": 1000}}
+        return fit_record({"method": method, "dataset": "gmm2d", "ref": 0.05, "seed": seed, "alpha": alpha}, gap)
 
     for i, (method, seed, gap, alpha) in enumerate([("dsm_ref", 0, 0.05, 1.0), ("iw_dsm", 0, 0.07, 1.0),
                                                     ("iw_dsm", 1, 0.05, 1.0), ("tiw_dsm", 0, 0.2, 0.5)]):
@@ -84,3 +88,19 @@ def test_rows_above_twice_their_fit_floor_are_named_under_the_summary_table(tmp_
     out = runner.invoke(app, ["table", "--results", str(tmp_path)])
     assert out.exit_code == 0, out.output
     assert "fit_gap above twice its sampling floor: iw_dsm 0.06 (floor 0.027)" in " ".join(out.output.split())
+
+
+def test_a_run_warns_when_its_fit_gap_is_above_twice_its_floor(tmp_path, monkeypatch):
+    from tiwbench import run as run_module
+    from tiwbench.record import Record
+
+    def fake(gap):
+        return lambda cfg, results, **kwargs: Record.from_dict(fit_record(cfg.to_dict(), gap))
+
+    args = ["run", "--method", "dsm_ref", "--dataset", "gmm2d", "--ref", "0.05", "--results", str(tmp_path)]
+    monkeypatch.setattr(run_module, "execute", fake(0.06))
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert "fit_gap above twice its sampling floor: dsm_ref 0.06 (floor 0.027)" in " ".join(out.output.split())
+    monkeypatch.setattr(run_module, "execute", fake(0.05))
+    assert "fit_gap above" not in runner.invoke(app, args).output

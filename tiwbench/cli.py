@@ -89,7 +89,7 @@ def run(
 ):
     """Train one method on one dataset and reference size, sample, evaluate and write its record."""
     from .config import resolve_config
-    from .console import say
+    from .console import say, warn
     from .run import execute, record_path
 
     cfg = resolve_config(method, dataset, ref, seed=seed, alpha=alpha, **run_options(options, device))
@@ -102,6 +102,11 @@ def run(
     metrics = "  ".join(f"{k}={v:.4g}" for k, v in record.metrics.items())
     say(f"[bold]{cfg.run_id}[/bold]  {metrics}")
     say(f"record: {record_path(cfg, results)}")
+    from .results import underfit_rows
+
+    for (flagged,) in underfit_rows([record]).values():
+        warn(f"fit_gap above twice its sampling floor: {flagged} — part of this bias is the network's "
+             "under-fitting, not the method; train longer (--steps)")
 
 
 @app.command()
