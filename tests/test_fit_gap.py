@@ -65,29 +65,33 @@ def test_records_and_tables_carry_fit_gap(tmp_path):
     assert "dsm_obs 0.0" in note and "tiw_nocorr" in note.split("Sampling floors")[0]
 
 
-def fit_record(config: dict, gap: float) -> dict:
+def fit_record(config: dict, gap: float, ratio: str = "none") -> dict:
     """A record whose samples are `gap` from uniform fit shares, scored on 1,000 samples."""
-    return {"config": config, "metrics": {"bias_l2": gap, "fit_gap": gap}, "ratio_source": "none",
-            "ratio_kind": None, "shares": [0.25] * 4, "target_shares": [0.25] * 4, "fit_shares": [0.25] * 4,
+    return {"config": config, "metrics": {"bias_l2": gap, "fit_gap": gap}, "ratio_source": ratio,
+            "ratio_kind": None if ratio == "none" else "time_dependent", "shares": [0.25] * 4,
+            "target_shares": [0.25] * 4, "fit_shares": [0.25] * 4,
             "feature_space": "data", "sizes": {"bias": 20000, "ref": 1000, "eval": 10000, "samples": 1000}}
 
 
 def test_rows_above_twice_their_fit_floor_are_named_under_the_summary_table(tmp_path):
     """With 1,000 samples at uniform fit shares the floor is √(4·0.25·0.75/1000) = 0.0274: a row at
-    0.05 is within twice it, one at 0.06 is not (its mean over seeds is what counts)."""
+    0.05 is within twice it, one at 0.06 is not (its mean over seeds is what counts). A learned
+    ratio's row is not named (its fit_gap holds the ratio's error); the exact ratio's is."""
     from tiwbench.results import underfit_rows
 
-    def record(method, seed, gap, alpha=1.0):
-        return fit_record({"method": method, "dataset": "gmm2d", "ref": 0.05, "seed": seed, "alpha": alpha}, gap)
-
-    for i, (method, seed, gap, alpha) in enumerate([("dsm_ref", 0, 0.05, 1.0), ("iw_dsm", 0, 0.07, 1.0),
-                                                    ("iw_dsm", 1, 0.05, 1.0), ("tiw_dsm", 0, 0.2, 0.5)]):
+    rows = [("dsm_ref", 0, 0.05, 1.0, "none"), ("dsm_obs", 0, 0.07, 1.0, "none"),
+            ("dsm_obs", 1, 0.05, 1.0, "none"), ("tiw_dsm", 0, 0.2, 0.5, "none"),
+            ("iw_dsm", 0, 0.2, 1.0, "discriminator"), ("iw_dsm", 0, 0.08, 1.0, "exact")]
+    for i, (method, seed, gap, alpha, ratio) in enumerate(rows):
+        config = {"method": method, "dataset": "gmm2d", "ref": 0.05, "seed": seed, "alpha": alpha,
+                  **({"ratio": ratio} if ratio != "none" else {})}
         (tmp_path / str(i)).mkdir()
-        (tmp_path / str(i) / "metrics.json").write_text(json.dumps(record(method, seed, gap, alpha)))
-    assert underfit_rows(load_records(tmp_path)) == {("gmm2d", 0.05): ["iw_dsm 0.06 (floor 0.027)"]}
+        (tmp_path / str(i) / "metrics.json").write_text(json.dumps(fit_record(config, gap, ratio)))
+    flagged = ["dsm_obs 0.06 (floor 0.027)", "iw_dsm+exact 0.08 (floor 0.027)"]
+    assert underfit_rows(load_records(tmp_path)) == {("gmm2d", 0.05): flagged}
     out = runner.invoke(app, ["table", "--results", str(tmp_path)])
     assert out.exit_code == 0, out.output
-    assert "fit_gap above twice its sampling floor: iw_dsm 0.06 (floor 0.027)" in " ".join(out.output.split())
+    assert f"fit_gap above twice its sampling floor: {', '.join(flagged)}" in " ".join(out.output.split())
 
 
 def test_a_run_warns_when_its_fit_gap_is_above_twice_its_floor(tmp_path, monkeypatch):

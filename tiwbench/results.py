@@ -328,14 +328,19 @@ def fit_gap_note(records: list[Record]) -> str:
 UNDERFIT_FACTOR = 2.0
 
 
+NETWORK_ONLY_SOURCES = ("none", "exact", "oracle")  # rows whose fit_gap no ratio model's error enters
+
+
 def underfit_rows(records: list[Record], dataset: str | None = None) -> dict[tuple[str, float], list[str]]:
     """Per (dataset, ref): the rows at α = 1 whose mean fit_gap is above UNDERFIT_FACTOR times their
     mean sampling floor, as "label gap (floor f)": rows where part of the bias is the network's
-    under-fitting. Labels as in the tables (computed over all the dataset's records)."""
+    under-fitting. Only rows without a learned ratio: where one is used, fit_gap (then the distance
+    to the target) holds the ratio's error too. Labels as in the tables (over the dataset's records)."""
     mine = of_dataset(records, dataset)
     gaps: dict[tuple[str, float, str], list[tuple[float, float]]] = {}
     for r, label in zip(mine, row_labels(mine)):
-        if "fit_gap" in r.metrics and r.fit_shares and r.config.alpha == 1:
+        if ("fit_gap" in r.metrics and r.fit_shares and r.config.alpha == 1
+                and r.ratio_source in NETWORK_ONLY_SOURCES):
             floor = share_floor(r.fit_shares, len_samples(r))
             gaps.setdefault((r.config.dataset, r.config.ref, label), []).append((r.metrics["fit_gap"], floor))
     flagged: dict[tuple[str, float], list[str]] = {}
