@@ -102,11 +102,10 @@ def run(
     metrics = "  ".join(f"{k}={v:.4g}" for k, v in record.metrics.items())
     say(f"[bold]{cfg.run_id}[/bold]  {metrics}")
     say(f"record: {record_path(cfg, results)}")
-    from .results import underfit_rows
+    from .results import underfit_message, underfit_rows
 
-    for (flagged,) in underfit_rows([record]).values():
-        warn(f"fit_gap above twice its sampling floor: {flagged} — part of this bias is the network's "
-             "under-fitting, not the method; train longer (--steps)")
+    for flagged in underfit_rows([record]).values():
+        warn(underfit_message(flagged))
 
 
 @app.command()

@@ -35,7 +35,7 @@ def print_main_tables(long, results, underfit: dict | None = None) -> None:
     where the full tables and the report are."""
     from rich.table import Table
 
-    from .results import main_table
+    from .results import main_table, underfit_message
 
     out = Console() if console.is_terminal else Console(width=200)  # piped: no wrapping
     for dataset in sorted(set(long.dataset)):
@@ -55,9 +55,7 @@ def print_main_tables(long, results, underfit: dict | None = None) -> None:
             out.print(table)
             flagged = (underfit or {}).get((dataset, ref))
             if flagged:
-                out.print(f"[yellow]fit_gap above twice its sampling floor:[/yellow] {', '.join(flagged)}"
-                          " — part of these rows' bias is the network's under-fitting, not the method; "
-                          "train longer (--steps).")
+                out.print(f"[yellow]{underfit_message(flagged)}[/yellow]")
     from . import DEFAULT_RESULTS
 
     where = f" --results {results}" if results != DEFAULT_RESULTS else ""

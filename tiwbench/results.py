@@ -331,6 +331,12 @@ UNDERFIT_FACTOR = 2.0
 NETWORK_ONLY_SOURCES = ("none", "exact", "oracle")  # rows whose fit_gap no ratio model's error enters
 
 
+def underfit_message(flagged: list[str]) -> str:
+    """What `run` and `table` say of the rows underfit_rows names."""
+    return (f"fit_gap above twice its sampling floor: {', '.join(flagged)} — part of the bias is the "
+            "network's under-fitting, not the method; train longer (--steps)")
+
+
 def underfit_rows(records: list[Record], dataset: str | None = None) -> dict[tuple[str, float], list[str]]:
     """Per (dataset, ref): the rows at α = 1 whose mean fit_gap is above UNDERFIT_FACTOR times their
     mean sampling floor, as "label gap (floor f)": rows where part of the bias is the network's
