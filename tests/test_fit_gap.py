@@ -92,6 +92,8 @@ def test_rows_above_twice_their_fit_floor_are_named_under_the_summary_table(tmp_
     out = runner.invoke(app, ["table", "--results", str(tmp_path)])
     assert out.exit_code == 0, out.output
     assert f"fit_gap above twice its sampling floor: {', '.join(flagged)}" in " ".join(out.output.split())
+    md = runner.invoke(app, ["table", "--results", str(tmp_path), "--format", "md"]).output
+    assert f"(whose fit_gap holds no ratio's error): ref 0.05: {', '.join(flagged)}." in md
 
 
 def test_a_run_warns_when_its_fit_gap_is_above_twice_its_floor(tmp_path, monkeypatch):

@@ -315,12 +315,15 @@ def fit_gap_note(records: list[Record]) -> str:
         floors.setdefault(label, []).append(share_floor(r.fit_shares, len_samples(r)))
     spans = "; ".join(f"{label} {min(v):.3g}" + (f"–{max(v):.3g}" if max(v) - min(v) >= 5e-4 else "")
                       for label, v in sorted(floors.items(), key=lambda kv: natural_key(kv[0])))
+    flagged = "; ".join(f"ref {ref:g}: {', '.join(rows)}" for (_, ref), rows in underfit_rows(records).items())
     return ("fit_gap: the L2 distance of the samples' group shares to those a perfect fit of the method's own "
             "objective generates — the target for the debiasing methods, the training mixture as the "
             "attribute classifier sees it for dsm_obs, dsm_mix and dsm_ref (none for tiw_nocorr, whose "
             "minimiser is neither). Above its sampling floor the network has not learned what it was trained "
             "on, and part of that row's bias is under-fitting rather than the method. Sampling floors "
-            f"(root mean square, √(Σ f(1−f)/N)): {spans}.")
+            f"(root mean square, √(Σ f(1−f)/N)): {spans}."
+            + (f" Above twice the floor, among the rows without a learned ratio (whose fit_gap holds no "
+               f"ratio's error): {flagged}." if flagged else ""))
 
 
 # An exact fit's fit_gap exceeds twice its RMS floor with probability 0.7 % for four equal shares
