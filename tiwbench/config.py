@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TiwbenchError
-from .estimators.base import DEFAULT_ESTIMATOR, type_of
+from .estimators.base import DEFAULT_ESTIMATOR, a_kind, type_of
 from .streams import digest
 
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -284,7 +284,7 @@ def validate(values: dict) -> None:
         if check is not None:
             problem = check(value)
         elif kind is not tuple and not isinstance(value, kind):
-            problem = f"must be a {kind.__name__}"
+            problem = f"must be {a_kind(kind)}"
         else:
             problem = None
         if problem:

@@ -128,7 +128,7 @@ def dataset_option_defaults(cls: type) -> dict:
 def _typed_options(name: str, cls: type, options: dict) -> dict:
     """--dataset-option texts as the type of the constructor's default where that is a bool, int
     or float, so that a recipe receives `n_bias=5000` as 5000; other values pass as given."""
-    from .estimators.base import parse_text
+    from .estimators.base import a_kind, parse_text
 
     defaults = dataset_option_defaults(cls)
     typed = {}
@@ -138,8 +138,8 @@ def _typed_options(name: str, cls: type, options: dict) -> dict:
             try:
                 value = parse_text(kind, value)
             except ValueError:
-                raise TiwbenchError(f"dataset {name!r}: --dataset-option {key} must be "
-                                    f"{'an' if kind is int else 'a'} {kind.__name__}, got {value!r}") from None
+                raise TiwbenchError(f"dataset {name!r}: --dataset-option {key} must be {a_kind(kind)}, "
+                                    f"got {value!r}") from None
         typed[key] = value
     return typed
 

@@ -319,8 +319,10 @@ def fit_gap_note(records: list[Record]) -> str:
     return ("fit_gap: the L2 distance of the samples' group shares to those a perfect fit of the method's own "
             "objective generates — the target for the debiasing methods, the training mixture as the "
             "attribute classifier sees it for dsm_obs, dsm_mix and dsm_ref (none for tiw_nocorr, whose "
-            "minimiser is neither). Above its sampling floor the network has not learned what it was trained "
-            "on, and part of that row's bias is under-fitting rather than the method. Sampling floors "
+            "minimiser is neither). Above its sampling floor the samples miss what the row's objective "
+            "generates: for a row without a learned ratio the network has not learned what it was trained on "
+            "and part of its bias is under-fitting rather than the method; for a row with one, whose fit is "
+            "the target, fit_gap is its bias and holds the ratio's error too. Sampling floors "
             f"(root mean square, √(Σ f(1−f)/N)): {spans}."
             + (f" Above twice the floor, among the rows without a learned ratio (whose fit_gap holds no "
                f"ratio's error): {flagged}." if flagged else ""))

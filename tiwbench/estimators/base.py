@@ -26,6 +26,11 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 NO_LEGACY = "<no legacy>"  # RatioOption.legacy of an option that keeps its default's meaning
 
 
+def a_kind(kind: type) -> str:
+    """The type as an error message names it: "an int", "a float"."""
+    return f"{'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}"
+
+
 def parse_text(kind: type, text: str) -> Any:
     """A command-line text as a bool (true/false, 1/0, yes/no, on/off), int or float; any other
     kind keeps the text. ValueError when it is not one."""
@@ -66,7 +71,7 @@ class RatioOption:
         try:
             value = parse_text(kind, text)
         except ValueError:
-            raise TiwbenchError(f"--ratio-option {self.name} must be a {kind.__name__}, got {text!r}") from None
+            raise TiwbenchError(f"--ratio-option {self.name} must be {a_kind(kind)}, got {text!r}") from None
         return self.validate(value)
 
     def validate(self, value: Any) -> Any:
@@ -76,7 +81,7 @@ class RatioOption:
             value = float(value)
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)) or (
                 kind is float and not math.isfinite(value)):
-            raise TiwbenchError(f"--ratio-option {self.name} must be a {kind.__name__}, got {value!r}")
+            raise TiwbenchError(f"--ratio-option {self.name} must be {a_kind(kind)}, got {value!r}")
         problem = self.check(value) if self.check is not None else None
         if problem:
             raise TiwbenchError(f"--ratio-option {self.name} {problem}, got {value!r}")
