@@ -15,9 +15,13 @@ def command(results):
             "--num-samples", "500", "--sample-steps", "8", "--results", str(results)]
 
 
-def metrics(results):
+def record(results):
     (path,) = results.glob("*/metrics.json")
-    return json.loads(path.read_text())["metrics"]
+    return json.loads(path.read_text())
+
+
+def metrics(results):
+    return record(results)["metrics"]
 
 
 @pytest.mark.slow
@@ -36,3 +40,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path):
     subprocess.run(command(a), check=True, capture_output=True)
     subprocess.run(command(b), check=True, capture_output=True)
     assert metrics(a) == metrics(b)
+    # the resumed record times the whole training, and says it resumed; the other does not
+    resumed, whole = record(a)["timing"], record(b)["timing"]
+    assert 1000 <= resumed["resumed_at_step"] < 1500 and "resumed_at_step" not in whole
+    assert resumed["train_s"] > resumed["earlier_train_s"] > 0

@@ -40,6 +40,40 @@ def test_interrupted_training_resumes_to_the_same_weights(gmm2d_data, tmp_path, 
         assert torch.equal(reference[k], resumed[k]), k
 
 
+def test_a_resumed_run_counts_its_earlier_training_time(gmm2d_data, tmp_path):
+    """The checkpoint carries the seconds trained so far, so a resumed run's record can time its
+    whole training; a checkpoint without them (written before the count) says only where it resumed."""
+    import time
+
+    from tiwbench.checkpoint import DIGEST, save_torch
+
+    x, ckpt = gmm2d_data.x_bias, tmp_path / "t.pt"
+
+    def slow_then_interrupt(step):
+        time.sleep(0.01)
+        if step == 37:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        train(x, ckpt, on_step=slow_then_interrupt)
+    resumed = {}
+    train_score(DSMObs(), fresh_denoiser(), x, 0.05, None, 1.0, CFG, seed=3, ckpt_path=ckpt, resumed=resumed)
+    assert resumed["resumed_at_step"] in (37, 38) and resumed["earlier_train_s"] >= 0.37
+    assert torch.load(ckpt, weights_only=True)["train_s"] > resumed["earlier_train_s"]
+
+    fresh = {}
+    train_score(DSMObs(), fresh_denoiser(), x, 0.05, None, 1.0, CFG, seed=3, ckpt_path=tmp_path / "u.pt",
+                resumed=fresh)
+    assert fresh == {}  # not resumed: nothing to say
+    state = torch.load(ckpt, weights_only=True)
+    state["step"] = 40
+    del state["train_s"], state[DIGEST]
+    save_torch(ckpt, state)  # as tiwbench writes it, digest included
+    older = {}
+    train_score(DSMObs(), fresh_denoiser(), x, 0.05, None, 1.0, CFG, seed=3, ckpt_path=ckpt, resumed=older)
+    assert older == {"resumed_at_step": 40}
+
+
 class NaNLoss(DSMObs):
     def loss(self, batch, denoiser, ratio_model=None, alpha=1.0):
         out = super().loss(batch, denoiser)

@@ -99,6 +99,8 @@ class Record:
     feature_space: str  # the Fréchet distance's space: "data", "<dataset>_clf", ...
     ratio_source: str  # the ratio estimator's name (discriminator, exact, paper, a plugin's) | none
     ratio_kind: str | None  # time_dependent | time_independent | None
+    # seconds (ratio_s, train_s, sample_s, total_s); a resumed run adds resumed_at_step and the
+    # earlier segments' earlier_train_s, counted in train_s and total_s (absent: not counted)
     timing: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     device: str = "?"

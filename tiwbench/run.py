@@ -142,11 +142,16 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
     score_curves: list[dict] = []
     train_set = training_set(method, data, cfg.ref_share)
     pi = train_set[1]
+    resumed: dict[str, float] = {}
     ema = fit_score(cfg, method, recipe, data.sigma_data, train_set, ratio_model, dev, compile,
-                    folder / "checkpoint.pt", curves=score_curves, on_curve=log.score if log else None)
+                    folder / "checkpoint.pt", curves=score_curves, on_curve=log.score if log else None,
+                    resumed=resumed)
     if log is not None:
         log.close()
-    timing["train_s"] = time.perf_counter() - t0
+    # a resumed run counts its earlier segments' training too; resumed_at_step says it resumed
+    earlier_s = resumed.get("earlier_train_s", 0.0)
+    timing["train_s"] = time.perf_counter() - t0 + earlier_s
+    timing.update(resumed)
 
     t0 = time.perf_counter()
     n_generate = max(cfg.num_samples, cfg.fid_samples)  # FID may score more samples than the rest
@@ -174,7 +179,7 @@ def _execute(cfg: RunConfig, results: Path, device: str, data_root: Path | None,
         scalars, ratio_error = evaluate.ratio_diagnostics(ratio_model, data, pi, cfg.seed, ratio_fit, reference)
         metrics.update(scalars)
     evaluate.save_samples_figure(samples, folder / "samples.png")
-    timing["total_s"] = time.perf_counter() - started
+    timing["total_s"] = time.perf_counter() - started + earlier_s
     record = Record(config=cfg, metrics=metrics, shares=shares,
                     target_shares=[float(s) for s in data.target_shares],
                     fit_shares=None if fit_shares is None else [round(float(s), 6) for s in fit_shares],

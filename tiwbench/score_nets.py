@@ -47,9 +47,9 @@ def training_set(method: Method, data: BenchmarkData, ref_share: float = 0.0) ->
 def fit_score(cfg: RunConfig, method: Method, recipe: DatasetRecipe, sigma_data: float,
               train_set: tuple[Tensor, float, tuple], ratio_model: DensityRatio | None, device: torch.device,
               compile: bool, checkpoint: Path, curves: list | None = None,
-              on_curve: Callable | None = None) -> nn.Module:
+              on_curve: Callable | None = None, resumed: dict | None = None) -> nn.Module:
     """Train the run's score network on `train_set` (training_set's triple), resuming from
-    `checkpoint`; returns its EMA denoiser."""
+    `checkpoint` (`resumed`: train.train_score's); returns its EMA denoiser."""
     torch.manual_seed(cfg.seed)  # the "init" stream
     denoiser = Denoiser(recipe.score_net(cfg.net), sigma_data).to(device)
     x_train, pi, strata = train_set
@@ -57,7 +57,7 @@ def fit_score(cfg: RunConfig, method: Method, recipe: DatasetRecipe, sigma_data:
     with progress_bar(f"score ({cfg.method})", cfg.steps) as update:
         return train_score(method, denoiser, x_train, pi, ratio_model, cfg.alpha, train_cfg, cfg.seed,
                            checkpoint, on_step=update, precision=cfg.precision, compile=compile,
-                           curves=curves, on_curve=on_curve)
+                           curves=curves, on_curve=on_curve, resumed=resumed)
 
 
 def encoder_config(cfg: RunConfig) -> RunConfig:

@@ -145,7 +145,8 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
                 ratio_model: DensityRatio | None, alpha: float, cfg: TrainConfig, seed: int,
                 ckpt_path: Path, on_step: Callable[[int], None] = lambda step: None,
                 precision: str = "fp32", compile: bool = False, curves: list | None = None,
-                on_curve: Callable[[list[dict]], None] | None = None) -> AveragedModel:
+                on_curve: Callable[[list[dict]], None] | None = None,
+                resumed: dict | None = None) -> AveragedModel:
     """Minimise the mean of `method.loss` over draws from `x_train`; returns the EMA denoiser.
 
     Every process draws the same global batch from one seeded generator and takes its slice
@@ -156,13 +157,16 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
     `curves`, if given, receives about CURVE_POINTS points {step, band, loss}: the mean loss per σ
     band (ratio.BAND_EDGES) since the previous point, of this process's slice; kept across resumes.
     `on_curve` sees each new batch of those points as it is made (live logging, tblog.py).
+    `resumed`, if given and the run resumes, receives the step it resumed from and the seconds the
+    earlier segments trained (`earlier_train_s`; absent for a checkpoint that predates the count),
+    so that a resumed run's record times the whole training, not its last segment.
     """
     train_step = TrainStep(method, denoiser, ratio_model, alpha, pi, cfg, precision, compile)
     device, ema, opt = train_step.device, train_step.ema, train_step.opt
     x_train = x_train.to(device)
     gen = generator(seed, "batches")
     flip_gen = generator(seed, "xflip")  # augmentation draws leave `gen` unchanged
-    step, done_curves = 0, []
+    step, done_curves, earlier_s = 0, [], 0.0
     if ckpt_path.exists():
         state = load_torch(ckpt_path, expect=asdict(cfg))
         try:
@@ -173,6 +177,7 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
             flip_gen.set_state(state["flip_rng"])
             step = int(state["step"])
             done_curves = list(state.get("curves", []))
+            earlier_s = state.get("train_s")  # None: a checkpoint that predates the count
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise TiwbenchError(f"the checkpoint {ckpt_path} is incomplete or does not fit this network "
                                 f"({type(e).__name__}); delete it to retrain") from None
@@ -180,13 +185,20 @@ def train_score(method: Method, denoiser: Denoiser, x_train: Tensor, pi: float,
     if (mine.stop - mine.start) % cfg.accum:
         raise TiwbenchError(f"the per-process batch {mine.stop - mine.start} must be divisible by "
                             f"accum {cfg.accum}")
+    if step and resumed is not None:
+        resumed["resumed_at_step"] = step
+        if earlier_s is not None:
+            resumed["earlier_train_s"] = float(earlier_s)
+    began = time.perf_counter()
 
     def save() -> None:
         if dist.is_main():
+            trained_s = None if earlier_s is None else earlier_s + time.perf_counter() - began
             save_torch(ckpt_path, {"model": denoiser.state_dict(), "ema": ema.state_dict(),
                                    "opt": opt.state_dict(), "rng": gen.get_state(),
                                    "flip_rng": flip_gen.get_state(), "step": step,
-                                   "config": asdict(cfg), "curves": done_curves})
+                                   "config": asdict(cfg), "curves": done_curves,
+                                   "train_s": trained_s})
 
     unchecked: list[Tensor] = []  # the losses of the steps before `step`, not yet looked at
 
