@@ -44,3 +44,4 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path):
     resumed, whole = record(a)["timing"], record(b)["timing"]
     assert 1000 <= resumed["resumed_at_step"] < 1500 and "resumed_at_step" not in whole
     assert resumed["train_s"] > resumed["earlier_train_s"] > 0
+    assert resumed["total_s"] >= resumed["train_s"]
