@@ -55,7 +55,7 @@ def test_with_the_exact_posterior_it_is_the_exact_ratio_at_every_sigma(dataset):
 def test_trained_it_comes_close_to_the_exact_ratio(tmp_path):
     from tiwbench.evaluate import ratio_diagnostics
 
-    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio="labels", ratio_steps=1500)
+    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio="labels", ratio_steps=250)  # × steps_factor 6
     recipe = registry.get_dataset("gmm2d")
     data = recipe.build(0.05, 0)
     model, fit = ratio_model_for(cfg, "time_dependent", recipe, data, tmp_path, CPU)
@@ -102,4 +102,58 @@ def test_a_run_with_the_label_informed_ratio_writes_its_record(tmp_path):
     (path,) = tmp_path.glob("*/metrics.json")
     record = json.loads(path.read_text())
     assert record["ratio_source"] == "labels" and "ratio_err" in record["metrics"]
-    assert record["ratio_fit"]["steps"] == 200
+    assert record["ratio_fit"]["steps"] == 6 * 200  # the noise-conditional classifier: steps_factor × 200
+
+
+def test_its_heldout_accuracy_is_the_bayes_accuracy_with_the_exact_posterior():
+    """heldout_accuracy, measured independently: the exact posterior's argmax on fresh noised
+    evaluation points, at the grid's σ; the record's rows must agree within sampling error."""
+    from tiwbench.bands import VAL_SIGMAS
+    from tiwbench.label_ratio import heldout_accuracy
+
+    recipe = registry.get_dataset("gmm2d")
+    data = recipe.build(0.05, 0)
+    model = LabelRatio(ExactPosterior(recipe.mixture, recipe.w_bias, data.sigma_data), data.sigma_data,
+                       group_weights(data), time_dependent=True)
+    rows = heldout_accuracy(model, data, CPU)
+    assert [r["sigma"] for r in rows] == VAL_SIGMAS
+    g = torch.Generator().manual_seed(1)
+    x, y = data.x_eval[:2000], data.eval_labels[:2000]
+    for row in rows:
+        s = row["sigma"]
+        noisy = x + s * torch.randn(x.shape, generator=g)
+        var = recipe.mixture.std**2 + s**2
+        sq = (noisy[:, None] - recipe.mixture.means[None]).pow(2).sum(-1)
+        logits = recipe.w_bias.log()[None] - 0.5 * sq / var
+        bayes = float((logits.argmax(1) == y).double().mean())
+        assert abs(row["acc"] - bayes) < 0.04, (s, row, bayes)  # 2,000 points: sd ≈ 0.011
+    assert rows[0]["acc"] > 0.9 and rows[-1]["acc"] < 0.5  # the components part at small σ, merge at large
+    clean = LabelRatio(model.net, data.sigma_data, group_weights(data), time_dependent=False)
+    assert [r["sigma"] for r in heldout_accuracy(clean, data, CPU)] == [0.002]
+
+
+def test_the_noise_conditional_classifier_trains_steps_factor_times_longer(tmp_path):
+    """The clean-data classifier trains --ratio-steps and keeps its run ids and cache names; the
+    noise-conditional one steps_factor times as long (6 unless set), and the record says so."""
+    from tiwbench.streams import digest
+
+    recipe = registry.get_dataset("gmm2d")
+    data = recipe.build(0.05, 0)
+    fits = {}
+    for method, kind, options in (("iw_dsm", "time_independent", ()), ("tiw_dsm", "time_dependent", ()),
+                                  ("tiw_dsm", "time_dependent", (("steps_factor", 2),))):
+        cfg = resolve_config(method, "gmm2d", 0.05, ratio="labels", ratio_steps=20, ratio_options=options)
+        _, fit = ratio_model_for(cfg, kind, recipe, data, tmp_path, CPU)
+        fits[(kind, options)] = (cfg, fit)
+        assert len(fit["heldout_acc"]) == (12 if kind == "time_dependent" else 1)
+    assert fits[("time_independent", ())][1]["steps"] == 20
+    assert fits[("time_dependent", ())][1]["steps"] == 120
+    assert fits[("time_dependent", (("steps_factor", 2),))][1]["steps"] == 40
+    assert fits[("time_independent", ())][0].ratio_options == ()  # unused there: no new run id
+    assert fits[("time_dependent", ())][0].ratio_options == (("steps_factor", 6),)
+    # a clean-data cache is named as before the option existed
+    cfg = fits[("time_independent", ())][0]
+    old_key = {"estimator": "labels", "dataset": "gmm2d", "dataset_options": cfg.dataset_options, "ref": 0.05,
+               "seed": 0, "kind": "time_independent", "ratio_steps": 20, "ratio_batch_size": cfg.ratio_batch_size,
+               "ratio_lr": cfg.ratio_lr, "options": {}}
+    assert (tmp_path / "_ratios" / f"gmm2d-ref0.05-s0-time_independent-labels-{digest(old_key)}.pt").exists()

@@ -13,7 +13,7 @@ import torch
 from . import __version__, dist, evaluate, registry
 from .checkpoint import write_json, write_text
 from .compiling import compile_backend, compile_module
-from .config import RunConfig
+from .config import RunConfig, option_defaults
 from .console import is_main_process, progress_bar, say
 from .errors import TiwbenchError
 from .estimators.base import type_of
@@ -74,7 +74,8 @@ def label_reference(cfg: RunConfig, kind: str, recipe, data, results: Path, devi
     estimator = type_of(cfg.ratio)
     if data.exact_ratio is not None or data.bias_labels is None or estimator.bound:
         return None
-    labels = replace(cfg, ratio="labels", ratio_options=())
+    defaults = option_defaults("labels")  # the bound as `--ratio labels` fits it by default
+    labels = replace(cfg, ratio="labels", ratio_options=type_of("labels").normalise(kind, defaults))
     return ratio_model_for(labels, kind, recipe, data, results, device)[0]
 
 

@@ -25,6 +25,7 @@ STREAMS = {
 FIXED = {
     "eval": 2**31 - 1,            # analytic and procedural datasets' evaluation sets
     "classifier_data": 2**31 - 2,  # shapes32's labelled images for the attribute classifier
+    "label_heldout_noise": 2**31 - 3,  # the noise of the label-informed classifier's held-out accuracy
 }
 
 
