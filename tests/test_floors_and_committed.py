@@ -142,6 +142,7 @@ def test_the_held_out_bce_table_names_the_tilt_weights_selection_chose_per_row_a
     records = [run(1, chose("linear"), ratio_tilt_weights="select"), run(0, chose("classifier"),
                ratio_tilt_weights="select"), run(0, None, ratio_tilt_weights="linear")]  # nothing chosen
     note = table_notes(records)[("gmm2d", "ratio_val_bce")]
-    assert note.endswith("`--ratio-option tilt_weights=select`): tiw_dsm, ref 0.05: "
-                         "classifier (seed 0), linear (seed 1).")
+    # the row is named with the options these old-style records hold off today's defaults
+    assert "`--ratio-option tilt_weights=select`): tiw_dsm (holdout=0, " in note
+    assert note.endswith("), ref 0.05: classifier (seed 0), linear (seed 1).")
     assert "tilt_weights=select" not in table_notes(records[2:])[("gmm2d", "ratio_val_bce")]

@@ -58,6 +58,22 @@ def test_one_setting_keeps_plain_labels_and_ratio_fields_of_ratio_free_runs_do_n
         "--steps 200 --ratio-steps 200"]
 
 
+def test_an_estimator_option_off_its_default_is_marked_even_where_every_row_shares_it():
+    """Label-informed records made before steps_factor existed read as steps_factor=1, not the
+    default 6: alone in their table they are still marked, and their command says so."""
+    def labels(seed, options):
+        r = record("tiw_dsm", seed=seed, ratio="labels")
+        return replace(r, config=replace(r.config, ratio_options=options))
+
+    old = [labels(s, ()) for s in (0, 1)]
+    assert set(bias_rows(old + [record("dsm_obs")])) == {("tiw_dsm+labels (steps_factor=1)", 0.05),
+                                                         ("dsm_obs", 0.05)}
+    assert any(c.endswith("--ratio labels --ratio-option steps_factor=1") for c in reproduce_commands(old, "gmm2d"))
+    new = [labels(s, (("steps_factor", 6),)) for s in (0, 1)]
+    assert set(bias_rows(new)) == {("tiw_dsm+labels", 0.05)}
+    assert set(bias_rows(old + new)) == {("tiw_dsm+labels", 0.05), ("tiw_dsm+labels (steps_factor=1)", 0.05)}
+
+
 def test_ratio_free_runs_join_the_command_with_the_fewest_ratio_options():
     """dsm_obs ignores the ratio options: its runs go with the default discriminator's command,
     not with whichever ratio setting came first."""

@@ -107,8 +107,8 @@ def setting_defaults(records: list[Record], settings: list[dict]) -> dict:
 
 def setting_marks(records: list[Record], relevant=lambda field: True) -> list[str]:
     """Each record's settings that set it apart: among the `relevant` ones that differ between the
-    records of its dataset, those not at their unmarked value (setting_defaults), as
-    "key=value, ..." in alphabetical order ("" where none)."""
+    records of its dataset, and its estimator's options, those not at their unmarked value
+    (setting_defaults), as "key=value, ..." in alphabetical order ("" where none)."""
     all_settings = [{k: format_value(v) for k, v in run_setting(r).items()} for r in records]
     by_dataset: dict[str, tuple[list, list]] = {}
     for r, s in zip(records, all_settings):
@@ -124,8 +124,11 @@ def setting_marks(records: list[Record], relevant=lambda field: True) -> list[st
     marks = []
     for r, s in zip(records, settings):
         unmarked = defaults[r.config.dataset]
+        # an estimator option off its declared default is a variant even where every row shares it
+        # (a table of records made before the default changed)
+        declared = {option_key(k) for k in option_defaults(r.config.ratio)} if r.ratio_kind else set()
         varying = sorted(k for k, values in seen[r.config.dataset].items()
-                         if len(values) > 1 and k in s and s[k] != unmarked.get(k))
+                         if (len(values) > 1 or k in declared) and k in s and s[k] != unmarked.get(k))
         marks.append(", ".join(s[k] if k == "dataset_options" else f"{k}={s[k]}" for k in varying if s[k] != ""))
     return marks
 
