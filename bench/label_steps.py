@@ -2,41 +2,77 @@
 and KL from the exact posterior of the empirical D_bias mixture (a Gaussian kernel over D_bias,
 the distribution DSM itself fits) on 400 D_bias images noised afresh, per σ.
 
-    OMP_NUM_THREADS=1 python bench/label_steps.py SEED REF STEPS[,STEPS...] [LR]   # shapes16
+    OMP_NUM_THREADS=1 python bench/label_steps.py --seed 1 --ref 0.05 --steps 800,2400,4800
 
 Each step count trains afresh (one cosine schedule over it), as `--ratio labels` trains.
 """
-import sys, math, time, types, torch
-from pathlib import Path
-torch.set_num_threads(1)
-from tiwbench.config import resolve_config
-from tiwbench import registry
-from tiwbench.diffusion import to_model_space
-from tiwbench.label_ratio import group_weights, LabelRatio, with_outputs, _train
 
-seed = int(sys.argv[1]); ref = float(sys.argv[2]); steps_list = [int(s) for s in sys.argv[3].split(",")]
-lr = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-3
-res = Path("results/runs")
-cfg = resolve_config("tiw_dsm", "shapes16", ref, seed=seed, ratio="labels")
-recipe = registry.get_dataset("shapes16")
-data = recipe.build(ref, seed, None, cache_dir=res / "_cache")
-X = to_model_space(data.x_bias).flatten(1).double(); lab = data.bias_labels.long(); sq = (X * X).sum(1)
-ltb = group_weights(data)
-for steps in steps_list:
-    torch.manual_seed(seed)
-    model = LabelRatio(with_outputs(recipe.ratio_net(), len(ltb)), data.sigma_data, ltb, True)
-    c = types.SimpleNamespace(seed=seed, ratio_lr=lr, ratio_steps=steps, ratio_batch_size=cfg.ratio_batch_size)
-    t = time.time(); fit = _train(model, data, c, torch.device("cpu")); t = time.time() - t
-    model.eval()
-    g = torch.Generator().manual_seed(123); idx = torch.randperm(len(X), generator=g)[:400]; x0 = X[idx]
-    out = []
-    for sigma in [0.01, 0.1, 0.3, 0.6, 1.0, 2.0]:
-        xt = x0 + sigma * torch.randn(x0.shape, generator=g, dtype=torch.double)
-        d2 = (xt * xt).sum(1, keepdim=True) - 2 * xt @ X.T + sq[None]
-        logk = -d2 / (2 * sigma ** 2)
-        lp = torch.stack([torch.logsumexp(logk.masked_fill(lab[None] != k, -math.inf), 1) for k in range(len(ltb))], 1)
-        post = lp - torch.logsumexp(lp, 1, keepdim=True)
-        with torch.no_grad():
-            cl = model.group_logits(xt.float().view(-1, *data.x_bias.shape[1:]), torch.full((400,), sigma)).log_softmax(1).double()
-        out.append(f"σ{sigma}: acc {(cl.argmax(1) == lab[idx]).float().mean():.3f} KL {(post.exp() * (post - cl)).sum(1).mean():.3f}")
-    print(f"steps {steps} lr {lr} ce_last100 {fit['train_ce_last100']:.3f} {t:.0f}s | " + " | ".join(out), flush=True)
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from tiwbench import registry
+from tiwbench.config import resolve_config
+from tiwbench.diffusion import to_model_space
+from tiwbench.label_ratio import LabelRatio, _train, group_weights, with_outputs
+
+SIGMAS = (0.01, 0.1, 0.3, 0.6, 1.0, 2.0)
+
+
+def exact_log_posterior(xt: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, k: int, sigma: float):
+    """log P(g | x_t) under the empirical mixture (1/N) Σ_i N(x_i, σ²I), by group."""
+    d2 = (xt * xt).sum(1, keepdim=True) - 2 * xt @ x.T + (x * x).sum(1)[None]
+    log_kernel = -d2 / (2 * sigma**2)
+    per_group = torch.stack([torch.logsumexp(log_kernel.masked_fill(labels[None] != g, -math.inf), 1)
+                             for g in range(k)], 1)
+    return per_group - torch.logsumexp(per_group, 1, keepdim=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="shapes16")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ref", type=float, default=0.05)
+    ap.add_argument("--steps", default="800,2400,4800")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--results", type=Path, default=Path("results/runs"))
+    args = ap.parse_args()
+    cfg = resolve_config("tiw_dsm", args.dataset, args.ref, seed=args.seed, ratio="labels")
+    recipe = registry.get_dataset(args.dataset)
+    data = recipe.build(args.ref, args.seed, None, cache_dir=args.results / "_cache")
+    x = to_model_space(data.x_bias).flatten(1).double()
+    labels, log_t_over_b = data.bias_labels.long(), group_weights(data)
+    for steps in (int(s) for s in args.steps.split(",")):
+        torch.manual_seed(args.seed)
+        net = with_outputs(recipe.ratio_net(), len(log_t_over_b))
+        model = LabelRatio(net, data.sigma_data, log_t_over_b, time_dependent=True)
+        train_cfg = SimpleNamespace(seed=args.seed, ratio_lr=args.lr, ratio_batch_size=cfg.ratio_batch_size)
+        started = time.time()
+        fit = _train(model, data, train_cfg, steps, torch.device("cpu"))
+        seconds = time.time() - started
+        model.eval()
+        g = torch.Generator().manual_seed(123)
+        pick = torch.randperm(len(x), generator=g)[:400]
+        cells = []
+        for sigma in SIGMAS:
+            xt = x[pick] + sigma * torch.randn(len(pick), x.shape[1], generator=g, dtype=torch.double)
+            exact = exact_log_posterior(xt, x, labels, len(log_t_over_b), sigma)
+            with torch.no_grad():
+                images = xt.float().view(-1, *data.x_bias.shape[1:])
+                learned = model.group_logits(images, torch.full((len(pick),), sigma)).log_softmax(1).double()
+            acc = (learned.argmax(1) == labels[pick]).double().mean()
+            kl = (exact.exp() * (exact - learned)).sum(1).mean()
+            cells.append(f"σ {sigma}: acc {acc:.3f} KL {kl:.3f} (exact acc "
+                         f"{(exact.argmax(1) == labels[pick]).double().mean():.3f})")
+        print(f"steps {steps}, lr {args.lr}: train CE {fit['train_ce_last100']:.3f}, {seconds:.0f} s | "
+              + " | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -68,7 +68,8 @@ def test_an_estimator_option_off_its_default_is_marked_even_where_every_row_shar
     old = [labels(s, ()) for s in (0, 1)]
     assert set(bias_rows(old + [record("dsm_obs")])) == {("tiw_dsm+labels (steps_factor=1)", 0.05),
                                                          ("dsm_obs", 0.05)}
-    assert any(c.endswith("--ratio labels --ratio-option steps_factor=1") for c in reproduce_commands(old, "gmm2d"))
+    commands = reproduce_commands(old, "gmm2d")
+    assert any(c.endswith("--ratio labels --ratio-option steps_factor=1") for c in commands)
     new = [labels(s, (("steps_factor", 6),)) for s in (0, 1)]
     assert set(bias_rows(new)) == {("tiw_dsm+labels", 0.05)}
     assert set(bias_rows(old + new)) == {("tiw_dsm+labels", 0.05), ("tiw_dsm+labels (steps_factor=1)", 0.05)}
