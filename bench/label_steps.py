@@ -10,12 +10,12 @@ Each step count trains afresh (one cosine schedule over it), as `--ratio labels`
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from empirical_ratio_run import EmpiricalPosterior, EmpiricalRatio  # bench/, the script's folder
 
 from tiwbench import registry
 from tiwbench.config import resolve_config
@@ -23,15 +23,6 @@ from tiwbench.diffusion import to_model_space
 from tiwbench.label_ratio import LabelRatio, _train, group_weights, with_outputs
 
 SIGMAS = (0.01, 0.1, 0.3, 0.6, 1.0, 2.0)
-
-
-def exact_log_posterior(xt: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, k: int, sigma: float):
-    """log P(g | x_t) under the empirical mixture (1/N) Σ_i N(x_i, σ²I), by group."""
-    d2 = (xt * xt).sum(1, keepdim=True) - 2 * xt @ x.T + (x * x).sum(1)[None]
-    log_kernel = -d2 / (2 * sigma**2)
-    per_group = torch.stack([torch.logsumexp(log_kernel.masked_fill(labels[None] != g, -math.inf), 1)
-                             for g in range(k)], 1)
-    return per_group - torch.logsumexp(per_group, 1, keepdim=True)
 
 
 def main() -> None:
@@ -48,6 +39,8 @@ def main() -> None:
     data = recipe.build(args.ref, args.seed, None, cache_dir=args.results / "_cache")
     x = to_model_space(data.x_bias).flatten(1).double()
     labels, log_t_over_b = data.bias_labels.long(), group_weights(data)
+    exact_model = EmpiricalRatio(EmpiricalPosterior(data.x_bias, labels, len(log_t_over_b)), data.sigma_data,
+                                 log_t_over_b, time_dependent=True)
     for steps in (int(s) for s in args.steps.split(",")):
         torch.manual_seed(args.seed)
         net = with_outputs(recipe.ratio_net(), len(log_t_over_b))
@@ -62,10 +55,11 @@ def main() -> None:
         cells = []
         for sigma in SIGMAS:
             xt = x[pick] + sigma * torch.randn(len(pick), x.shape[1], generator=g, dtype=torch.double)
-            exact = exact_log_posterior(xt, x, labels, len(log_t_over_b), sigma)
             with torch.no_grad():
                 images = xt.float().view(-1, *data.x_bias.shape[1:])
-                learned = model.group_logits(images, torch.full((len(pick),), sigma)).log_softmax(1).double()
+                at = torch.full((len(pick),), sigma)
+                exact = exact_model.group_logits(images, at).log_softmax(1).double()
+                learned = model.group_logits(images, at).log_softmax(1).double()
             acc = (learned.argmax(1) == labels[pick]).double().mean()
             kl = (exact.exp() * (exact - learned)).sum(1).mean()
             cells.append(f"σ {sigma}: acc {acc:.3f} KL {kl:.3f} (exact acc "
