@@ -133,10 +133,8 @@ def test_its_heldout_accuracy_is_the_bayes_accuracy_with_the_exact_posterior():
 
 
 def test_the_noise_conditional_classifier_trains_steps_factor_times_longer(tmp_path):
-    """The clean-data classifier trains --ratio-steps and keeps its run ids and cache names; the
-    noise-conditional one steps_factor times as long (6 unless set), and the record says so."""
-    from tiwbench.streams import digest
-
+    """The clean-data classifier trains --ratio-steps and keeps its run ids; the noise-conditional
+    one steps_factor times as long (6 unless set), and the record says so."""
     recipe = registry.get_dataset("gmm2d")
     data = recipe.build(0.05, 0)
     fits = {}
@@ -151,9 +149,26 @@ def test_the_noise_conditional_classifier_trains_steps_factor_times_longer(tmp_p
     assert fits[("time_dependent", (("steps_factor", 2),))][1]["steps"] == 40
     assert fits[("time_independent", ())][0].ratio_options == ()  # unused there: no new run id
     assert fits[("time_dependent", ())][0].ratio_options == (("steps_factor", 6),)
-    # a clean-data cache is named as before the option existed
-    cfg = fits[("time_independent", ())][0]
-    old_key = {"estimator": "labels", "dataset": "gmm2d", "dataset_options": cfg.dataset_options, "ref": 0.05,
-               "seed": 0, "kind": "time_independent", "ratio_steps": 20, "ratio_batch_size": cfg.ratio_batch_size,
-               "ratio_lr": cfg.ratio_lr, "options": {}}
-    assert (tmp_path / "_ratios" / f"gmm2d-ref0.05-s0-time_independent-labels-{digest(old_key)}.pt").exists()
+    assert len(list((tmp_path / "_ratios").glob("*.pt"))) == 3
+
+
+def test_one_label_classifier_serves_every_reference_size_of_a_seed(tmp_path):
+    """The classifier sees D_bias and its labels only: another reference size of the same seed reads
+    the same cache file (the same weights), another seed trains its own, and changed labels do not
+    read a stale fit."""
+    recipe = registry.get_dataset("gmm2d")
+
+    def fit(ref, seed, data=None):
+        data = data or recipe.build(ref, seed)
+        cfg = resolve_config("iw_dsm", "gmm2d", ref, seed=seed, ratio="labels", ratio_steps=10)
+        model, _ = ratio_model_for(cfg, "time_independent", recipe, data, tmp_path, CPU)
+        return next(iter(model.net.parameters())).clone()
+
+    first = fit(0.05, 0)
+    assert torch.equal(fit(0.25, 0), first)
+    assert len(list((tmp_path / "_ratios").glob("*.pt"))) == 1
+    assert not torch.equal(fit(0.05, 1), first)
+    data = recipe.build(0.05, 0)
+    data.bias_labels = data.bias_labels.roll(1)
+    fit(0.05, 0, data)
+    assert len(list((tmp_path / "_ratios").glob("*.pt"))) == 3

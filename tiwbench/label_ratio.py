@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from . import dist
 from .bands import VAL_SIGMAS
-from .checkpoint import load_torch, save_torch
+from .checkpoint import load_torch, save_torch, tensor_digest
 from .console import progress_bar, say
 from .diffusion import SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma, to_model_space
 from .errors import TiwbenchError
@@ -87,10 +87,8 @@ def fit_label_ratio(request: RatioRequest) -> tuple[LabelRatio, dict]:
     torch.manual_seed(cfg.seed)  # the "init" stream
     net = with_outputs(request.recipe.ratio_net(), len(log_t_over_b))
     model = LabelRatio(net, data.sigma_data, log_t_over_b, request.time_dependent).to(device)
-    # options at their legacy value leave the key, so caches made before an option keep their name
-    legacy = {o.name: o.legacy for o in type_of(cfg.ratio).options}
-    key = {**request.cache_key, "options": {k: v for k, v in sorted(request.options.items()) if v != legacy[k]}}
-    path = request.cache_dir / f"{cfg.dataset}-ref{cfg.ref:g}-s{cfg.seed}-{request.kind}-labels-{digest(key)}.pt"
+    key = label_cache_key(request, log_t_over_b)
+    path = request.cache_dir / f"{cfg.dataset}-s{cfg.seed}-{request.kind}-labels-{digest(key)}.pt"
     if not path.exists() and dist.is_main():
         with run_lock(path.parent, path.name + ".lock", wait=True):
             if not path.exists():
@@ -106,6 +104,17 @@ def fit_label_ratio(request: RatioRequest) -> tuple[LabelRatio, dict]:
                             "delete it to retrain") from None
     say(f"label-informed {request.kind} ratio: {path}")
     return model.requires_grad_(False).eval(), saved["fit"]
+
+
+def label_cache_key(request: RatioRequest, log_t_over_b: Tensor) -> dict:
+    """What the classifier depends on: D_bias and its labels (by content), the weights t_g/b_g, the
+    seed and the training settings — not the reference size, which it never sees, so one fit
+    serves every reference size of a seed. Options at their legacy value leave the key."""
+    legacy = {o.name: o.legacy for o in type_of(request.cfg.ratio).options}
+    key = {k: v for k, v in request.cache_key.items() if k != "ref"}
+    data = request.data
+    return {**key, "bias_data": tensor_digest([data.x_bias, data.bias_labels, log_t_over_b]),
+            "options": {k: v for k, v in sorted(request.options.items()) if v != legacy[k]}}
 
 
 def heldout_accuracy(model: LabelRatio, data, device, n: int = 2000) -> list[dict]:
