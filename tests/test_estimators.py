@@ -2,6 +2,7 @@
 two-group mixture whose exact ratio is known, and the estimator options' round trip."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -194,3 +195,18 @@ def test_the_discriminators_run_ids_and_cache_keys_are_those_from_before_it_was_
     cfg = resolve_config(method, "gmm2d", 0.05, ratio_options=options)
     key = discriminator_key(cfg, kind, train_config(cfg, cfg.ratio_values()), "scratch")
     assert digest(key) == cache and cfg.run_id == f"gmm2d-{method}-ref0.05-a1-s0-{run_id}"
+
+
+def test_a_cache_key_leaves_out_options_at_their_legacy_value():
+    """As run ids do: a fit made before an option existed (its legacy value) keeps its cache name,
+    any other value is part of the key."""
+    from tiwbench.estimators.base import RatioRequest
+
+    cfg = resolve_config("tiw_dsm", "gmm2d", 0.05, ratio="labels")
+
+    def key(options):
+        return RatioRequest(cfg, "time_dependent", None, None, options, Path("."), None).cache_key
+
+    assert key({"steps_factor": 1})["options"] == {}
+    assert key({"steps_factor": 6})["options"] == {"steps_factor": 6}
+    assert key({"steps_factor": 1})["ratio_steps"] == cfg.ratio_steps

@@ -24,7 +24,7 @@ from .checkpoint import load_torch, save_torch, tensor_digest
 from .console import progress_bar, say
 from .diffusion import SIGMA_MIN, Precond, append_dims, sample_log_uniform_sigma, to_model_space
 from .errors import TiwbenchError
-from .estimators.base import RatioRequest, type_of
+from .estimators.base import RatioRequest
 from .locks import run_lock
 from .ratio import DensityRatio
 from .streams import digest, fixed_generator, generator
@@ -109,12 +109,10 @@ def fit_label_ratio(request: RatioRequest) -> tuple[LabelRatio, dict]:
 def label_cache_key(request: RatioRequest, log_t_over_b: Tensor) -> dict:
     """What the classifier depends on: D_bias and its labels (by content), the weights t_g/b_g, the
     seed and the training settings — not the reference size, which it never sees, so one fit
-    serves every reference size of a seed. Options at their legacy value leave the key."""
-    legacy = {o.name: o.legacy for o in type_of(request.cfg.ratio).options}
+    serves every reference size of a seed."""
     key = {k: v for k, v in request.cache_key.items() if k != "ref"}
     data = request.data
-    return {**key, "bias_data": tensor_digest([data.x_bias, data.bias_labels, log_t_over_b]),
-            "options": {k: v for k, v in sorted(request.options.items()) if v != legacy[k]}}
+    return {**key, "bias_data": tensor_digest([data.x_bias, data.bias_labels, log_t_over_b])}
 
 
 def heldout_accuracy(model: LabelRatio, data, device, n: int = 2000) -> list[dict]:

@@ -109,11 +109,16 @@ class RatioRequest:
     @property
     def cache_key(self) -> dict:
         """What identifies this fit: data, reference size, seed, kind, the estimator's options and
-        the shared ratio options it declares. `streams.digest` of it names a cache file."""
-        shared = {name: getattr(self.cfg, name) for name in type_of(self.cfg.ratio).shared}
+        the shared ratio options it declares. `streams.digest` of it names a cache file. Options at
+        their `legacy` value leave it, as they leave run ids, so caches made before an option
+        existed keep their names."""
+        estimator = type_of(self.cfg.ratio)
+        shared = {name: getattr(self.cfg, name) for name in estimator.shared}
+        legacy = {o.name: o.legacy for o in estimator.options}
+        options = {k: v for k, v in sorted(self.options.items()) if k not in legacy or v != legacy[k]}
         return {"estimator": self.cfg.ratio, "dataset": self.cfg.dataset,
                 "dataset_options": self.cfg.dataset_options, "ref": self.cfg.ref, "seed": self.cfg.seed,
-                "kind": self.kind, **shared, "options": dict(sorted(self.options.items()))}
+                "kind": self.kind, **shared, "options": options}
 
     @property
     def cache_dir(self) -> Path:
