@@ -83,7 +83,9 @@ def test_shapes16_splits_and_shapes32_images_unchanged():
     assert torch.allclose(shares, torch.tensor(BIAS_SHARES, dtype=torch.double), atol=0.015)
     # places and radii scale with the size: at 32 pixels the images are those shapes32 always drew
     x = render_shapes(torch.arange(16) % 4, torch.Generator().manual_seed(3), 32)
-    assert float(x.double().sum()) == pytest.approx(-1994.7633152604103, abs=1e-9)
+    # float32 drawing differs in the last bits between CPUs (1.3e-5 here between an Intel Xeon and an
+    # AMD EPYC); a moved or resized shape changes hundreds of pixels by up to 2 each
+    assert float(x.double().sum()) == pytest.approx(-1994.7633152604103, abs=1e-3)
 
 
 class SmallShapes(Shapes16):

@@ -84,11 +84,15 @@ def gaussian_frechet(mu1, cov1, mu2, cov2) -> float:
         c = np.atleast_2d(c)
         return (c + c.T) / 2
 
+    def nonzero(lam):  # a singular matrix's zero eigenvalues come out as ±rounding noise, whose
+        # square roots (~1e-8 each) would add an error that depends on the CPU's LAPACK
+        return np.where(lam > lam.max(initial=0) * len(lam) * np.finfo(lam.dtype).eps, lam, 0)
+
     lam1, vec1 = np.linalg.eigh(psd(cov1))
-    root1 = (vec1 * np.sqrt(lam1.clip(min=0))) @ vec1.T
-    lam = np.linalg.eigvalsh(psd(root1 @ psd(cov2) @ root1))
+    root1 = (vec1 * np.sqrt(nonzero(lam1))) @ vec1.T
+    lam = nonzero(np.linalg.eigvalsh(psd(root1 @ psd(cov2) @ root1)))
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.sqrt(lam.clip(min=0)).sum())
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.sqrt(lam).sum())
 
 
 def frechet_distance(feat_a: Tensor, feat_b: Tensor) -> float:
