@@ -19,7 +19,7 @@ from .config import RunConfig
 from .console import progress_bar, say
 from .datasets.base import BenchmarkData, DatasetRecipe
 from .errors import TiwbenchError
-from .estimators.base import NO_LEGACY, RatioRequest, type_of
+from .estimators.base import RatioRequest, type_of
 from .locks import run_lock
 from .nets.discriminator import FrozenEncoder, HeadOnFeatures, ScoreEncoder
 from .ratio import (
@@ -65,8 +65,7 @@ def cache_fields(train_cfg: RatioTrainConfig) -> dict:
     """The trainer settings that key a cached discriminator: all but those at their legacy value
     (the behaviour before the option existed), so that an option added later keeps the caches
     made before it, as run ids do."""
-    legacy = {o.name: o.legacy for o in type_of("discriminator").options if o.legacy != NO_LEGACY}
-    return {k: v for k, v in asdict(train_cfg).items() if k not in legacy or v != legacy[k]}
+    return type_of("discriminator").without_legacy(asdict(train_cfg))
 
 
 def discriminator_key(cfg: RunConfig, kind: str, train_cfg: RatioTrainConfig, backbone: str) -> dict:

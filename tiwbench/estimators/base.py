@@ -114,8 +114,7 @@ class RatioRequest:
         existed keep their names."""
         estimator = type_of(self.cfg.ratio)
         shared = {name: getattr(self.cfg, name) for name in estimator.shared}
-        legacy = {o.name: o.legacy for o in estimator.options}
-        options = {k: v for k, v in sorted(self.options.items()) if k not in legacy or v != legacy[k]}
+        options = estimator.without_legacy(dict(sorted(self.options.items())))
         return {"estimator": self.cfg.ratio, "dataset": self.cfg.dataset,
                 "dataset_options": self.cfg.dataset_options, "ref": self.cfg.ref, "seed": self.cfg.seed,
                 "kind": self.kind, **shared, "options": options}
@@ -189,6 +188,13 @@ class RatioEstimator:
         that differ from their neutral value (`normalise`)."""
         stored = dict(stored)
         return {o.name: stored.get(o.name, o.neutral) for o in cls.options}
+
+    @classmethod
+    def without_legacy(cls, values: dict) -> dict:
+        """`values` less the options at their `legacy` value: what keys a cached fit, so that one made
+        before an option existed keeps its name (run ids follow the same rule)."""
+        legacy = {o.name: o.legacy for o in cls.options if o.legacy != NO_LEGACY}
+        return {k: v for k, v in values.items() if k not in legacy or v != legacy[k]}
 
     @classmethod
     def normalise(cls, kind: str | None, values: dict) -> tuple[tuple[str, Any], ...]:
